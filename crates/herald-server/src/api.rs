@@ -1,0 +1,418 @@
+//! The OpenAPI edge: `POST /?Action=…&Version=…`.
+//!
+//! Order of work, cheapest refusal first: query → method → declared length → body (bounded) →
+//! signature → body validation → app and key ownership → rate limit → `From` rule → fan-out. Every
+//! failure is an [`ApiError`]; [`respond`] is the one place that turns it into a status, headers and
+//! the vendor's envelope.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::hub::SendError;
+use herald_proto::openapi::{
+    self, parse_send_request, ApiError, Envelope, ErrorCode, ResponseMetadata, SendResult,
+    MAX_BODY_BYTES, SERVICE,
+};
+use herald_proto::sign::{self, Authorization, ReceivedRequest, SignError};
+use http::{header, HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use parking_lot::Mutex;
+
+use crate::Shared;
+
+/// How long a client may take to send its whole body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A refused call: the error, and for rate limits when to come back.
+struct Failure {
+    error: ApiError,
+    retry_after_secs: Option<u64>,
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Failure {
+            error,
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl From<SendError> for Failure {
+    fn from(e: SendError) -> Self {
+        let retry_after_secs = match &e {
+            SendError::RateLimited(r) => Some(r.secs_ceil()),
+            _ => None,
+        };
+        Failure {
+            error: e.into(),
+            retry_after_secs,
+        }
+    }
+}
+
+fn err(code: ErrorCode, message: &'static str) -> Failure {
+    ApiError::new(code, message).into()
+}
+
+/// Unique request ids: the second, a per-process random tag, and a counter.
+pub(crate) struct RequestIds {
+    tag: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> Self {
+        RequestIds {
+            tag: rand::random(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self, unix_secs: u64) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let date = sign::format_x_date(unix_secs as i64);
+        // "20240101T000000Z" -> "20240101000000"
+        let compact: String = date.chars().filter(char::is_ascii_digit).collect();
+        format!("{compact}{:08X}{n:010}", self.tag)
+    }
+}
+
+/// Signing keys derived per (AK, date, region, service): four HMACs saved per call.
+#[derive(Default)]
+pub(crate) struct SigningKeys(Mutex<HashMap<String, [u8; 32]>>);
+
+impl SigningKeys {
+    fn get(&self, secret: &str, auth: &Authorization) -> [u8; 32] {
+        let id = format!(
+            "{}/{}/{}/{}",
+            auth.access_key, auth.date, auth.region, auth.service
+        );
+        if let Some(k) = self.0.lock().get(&id) {
+            return *k;
+        }
+        let k = sign::signing_key(secret, &auth.date, &auth.region, &auth.service);
+        let mut map = self.0.lock();
+        if map.len() >= 4096 {
+            map.clear();
+        }
+        map.insert(id, k);
+        k
+    }
+}
+
+/// Percent-decodes a query string into pairs, in order (`+` is a space, as form encoding has it).
+pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn single<'a>(
+    query: &'a [(String, String)],
+    name: &'static str,
+) -> Result<Option<&'a str>, Failure> {
+    let mut found = query
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str());
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("The query parameter {name} must appear once."),
+        )
+        .into());
+    }
+    Ok(first)
+}
+
+/// Serves one OpenAPI request.
+pub(crate) async fn serve(shared: &Shared, req: http::Request<Incoming>) -> Response<Full<Bytes>> {
+    let now = shared.clock.now();
+    let (parts, body) = req.into_parts();
+    let query = parse_query(parts.uri.query().unwrap_or(""));
+    let echo = |name| {
+        single(&query, name)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let meta = ResponseMetadata {
+        request_id: shared.request_ids.next(now.secs()),
+        action: echo("Action"),
+        version: echo("Version"),
+        service: SERVICE.to_owned(),
+        region: shared.config.region.clone(),
+        error: None,
+    };
+    let outcome = call(shared, &parts.method, &parts.headers, &query, body).await;
+    let label = openapi::Action::parse(&meta.action).map_or("unknown", |a| a.as_str());
+    match outcome {
+        Ok(()) => {
+            shared.metrics.api_call(label, "Success");
+            let env = Envelope {
+                response_metadata: meta,
+                result: Some(SendResult {
+                    message: "Success".to_owned(),
+                }),
+            };
+            json_response(StatusCode::OK, &env, None)
+        }
+        Err(f) => {
+            shared.metrics.api_call(label, f.error.code.as_str());
+            respond(meta, &f)
+        }
+    }
+}
+
+/// The one mapping from an error to the wire: status, `Retry-After`, envelope.
+fn respond(meta: ResponseMetadata, f: &Failure) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(f.error.code.http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let env: Envelope<SendResult> = Envelope::failure(meta, &f.error);
+    json_response(status, &env, f.retry_after_secs)
+}
+
+fn json_response<T: serde::Serialize>(
+    status: StatusCode,
+    body: &T,
+    retry_after: Option<u64>,
+) -> Response<Full<Bytes>> {
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(s) = retry_after {
+        b = b.header(header::RETRY_AFTER, s);
+    }
+    b.body(Full::new(Bytes::from(json)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+async fn call(
+    shared: &Shared,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    body: Incoming,
+) -> Result<(), Failure> {
+    let action = single(query, "Action")?.ok_or_else(|| {
+        err(
+            ErrorCode::MissingParameter,
+            "The request is missing Action parameter.",
+        )
+    })?;
+    let version = single(query, "Version")?.ok_or_else(|| {
+        err(
+            ErrorCode::MissingParameter,
+            "The request is missing Version parameter.",
+        )
+    })?;
+    let (action, _version) = openapi::resolve(action, version)?;
+    if method != Method::POST {
+        return Err(err(
+            ErrorCode::MethodNotAllowed,
+            "The messaging actions are called with POST.",
+        ));
+    }
+    let too_large = || {
+        err(
+            ErrorCode::BodyTooLarge,
+            "The request body is larger than any messaging request can be.",
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(body, MAX_BODY_BYTES).collect(),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(err(
+                ErrorCode::InvalidParameter,
+                "The request body did not arrive in time.",
+            ))
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(_)) => {
+            return Err(err(
+                ErrorCode::InvalidParameter,
+                "The request body could not be read.",
+            ))
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+
+    let access_key = authenticate(shared, method, headers, query, &body)?;
+
+    let req = parse_send_request(action, &body)?;
+    if shared.registry.app(req.app_id.as_str()).is_none() {
+        return Err(SendError::UnknownApp.into());
+    }
+    let owns = shared
+        .registry
+        .access_key(&access_key)
+        .is_some_and(|k| k.apps.contains(&req.app_id));
+    if !owns {
+        return Err(err(
+            ErrorCode::NoPermissionForApp,
+            "The access key does not own this AppId.",
+        ));
+    }
+    let summary = shared.hub.send(&req, shared.clock.now(), |_, _| {})?;
+    shared.metrics.accepted(&summary);
+    Ok(())
+}
+
+/// Verifies the request signature and returns the access key that signed it.
+fn authenticate(
+    shared: &Shared,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    body: &[u8],
+) -> Result<String, Failure> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(err(
+            ErrorCode::MissingAuthenticationToken,
+            "Request is missing Authentication Token.",
+        ));
+    };
+    let value = value.to_str().map_err(|_| {
+        err(
+            ErrorCode::InvalidAuthorization,
+            "Invalid 'Authorization' header, Pls check authorization header.",
+        )
+    })?;
+    let auth = sign::parse_authorization(value).map_err(sign_failure)?;
+    if auth.service != SERVICE {
+        return Err(err(
+            ErrorCode::InvalidCredential,
+            "The credential scope must name the service rtc.",
+        ));
+    }
+    let Some(key) = shared.registry.access_key(&auth.access_key) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidAccessKey,
+            format!(
+                "The accesskey [{}] included in the request is invalid.",
+                auth.access_key
+            ),
+        )
+        .into());
+    };
+    let signing_key = shared.signing_keys.get(&key.secret, &auth);
+    let header_pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let received = ReceivedRequest {
+        method: method.as_str(),
+        path: "/",
+        query,
+        headers: &header_pairs,
+        body,
+    };
+    sign::verify_request(
+        &received,
+        &auth,
+        &signing_key,
+        SERVICE,
+        shared.clock.now().secs() as i64,
+        shared.config.max_clock_skew_secs as i64,
+    )
+    .map_err(sign_failure)?;
+    Ok(auth.access_key)
+}
+
+/// Maps a signature failure to its wire code. Messages never reveal the expected signature.
+fn sign_failure(e: SignError) -> Failure {
+    match e {
+        SignError::MissingAuthorization => err(
+            ErrorCode::MissingAuthenticationToken,
+            "Request is missing Authentication Token.",
+        ),
+        SignError::MalformedAuthorization(_) => err(
+            ErrorCode::InvalidAuthorization,
+            "Invalid 'Authorization' header, Pls check authorization header.",
+        ),
+        SignError::MalformedCredential(_) | SignError::WrongService => err(
+            ErrorCode::InvalidCredential,
+            "Invalid credential in 'Authorization', Pls check credential in authorization header.",
+        ),
+        SignError::MissingDate => err(
+            ErrorCode::MissingRequestInfo,
+            "The request is missing X-Date information.",
+        ),
+        SignError::InvalidTimestamp => err(
+            ErrorCode::InvalidTimestamp,
+            "The Signature of the request is expired.",
+        ),
+        SignError::BodyHashMismatch | SignError::SignatureMismatch => err(
+            ErrorCode::SignatureDoesNotMatch,
+            "The request signature we calculated does not match the signature you provided. Check your Secret Access Key and signing method.",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            parse_query("Action=SendUnicast&Version=2023-07-20&x=a%2Fb+c&y&%zz=1"),
+            vec![
+                ("Action".into(), "SendUnicast".into()),
+                ("Version".into(), "2023-07-20".into()),
+                ("x".into(), "a/b c".into()),
+                ("y".into(), "".into()),
+                ("%zz".into(), "1".into()),
+            ]
+        );
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%4"), "a%4");
+        assert_eq!(percent_decode("%41%42"), "AB");
+    }
+}

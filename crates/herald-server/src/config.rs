@@ -1,0 +1,342 @@
+//! Configuration: one TOML file parsed once, by a pure function, into a validated [`Config`].
+//!
+//! Every key has its default written on its field. Unknown keys are errors that name the key
+//! (serde's `deny_unknown_fields` reports "unknown field `x`, expected one of …").
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use herald_core::apps::{AppSpec, Registry, RegistryError};
+use herald_core::rate::MAX_LIMIT;
+use herald_proto::ids::AppId;
+use herald_proto::token::APP_ID_LENGTH;
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The apps contradict each other.
+    #[error("invalid configuration: {0}")]
+    Registry(#[from] RegistryError),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the one port: the OpenAPI at `/`, the gateway at `/ws`, `/metrics`, `/healthz`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Echoed in `ResponseMetadata.Region`. Default `cn-north-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Largest allowed distance between a request's `X-Date` and the server clock. Default 900 s.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: u64,
+    /// The client gateway.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// The apps served.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+/// `[gateway]`: the WebSocket side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// A ping is sent after this long without any frame from the client. Default 20,000 ms.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_ms: u64,
+    /// The connection is closed (code 4002) after this long without any frame. Default 60,000 ms.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_ms: u64,
+    /// Bytes that may wait in one connection's outbound queue; beyond it the connection is closed
+    /// as a slow consumer (code 4001). Default 4 MiB.
+    #[serde(default = "default_outbound")]
+    pub outbound_queue_bytes: usize,
+    /// A write that makes no progress for this long drops the connection. Default 10,000 ms.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_ms: u64,
+    /// Initial read buffer per connection. Default 4096.
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer_bytes: usize,
+    /// Largest client frame or message accepted (close 1009 beyond it). Default 128 KiB.
+    #[serde(default = "default_max_client_message")]
+    pub max_client_message_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            heartbeat_interval_ms: default_heartbeat_interval(),
+            heartbeat_timeout_ms: default_heartbeat_timeout(),
+            outbound_queue_bytes: default_outbound(),
+            write_timeout_ms: default_write_timeout(),
+            read_buffer_bytes: default_read_buffer(),
+            max_client_message_bytes: default_max_client_message(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+    /// The heartbeat timeout.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+    /// The write timeout.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
+
+/// `[[apps]]`: one app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The AppId: 24 characters of the id alphabet.
+    pub app_id: String,
+    /// The AppKey that signs the app's client tokens.
+    pub app_key: String,
+    /// Messaging calls per second for the app. Default 500.
+    #[serde(default = "default_qps")]
+    pub qps_limit: u32,
+    /// Access keys that may call the OpenAPI for this app.
+    #[serde(default)]
+    pub access_keys: Vec<AccessKeyConfig>,
+}
+
+/// One `{ ak = "…", sk = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    /// Access key id.
+    pub ak: String,
+    /// Secret key.
+    pub sk: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_region() -> String {
+    "cn-north-1".into()
+}
+fn default_skew() -> u64 {
+    900
+}
+fn default_heartbeat_interval() -> u64 {
+    20_000
+}
+fn default_heartbeat_timeout() -> u64 {
+    60_000
+}
+fn default_outbound() -> usize {
+    4 << 20
+}
+fn default_write_timeout() -> u64 {
+    10_000
+}
+fn default_read_buffer() -> usize {
+    4096
+}
+fn default_max_client_message() -> usize {
+    128 << 10
+}
+fn default_qps() -> u32 {
+    500
+}
+
+/// The embedded default's development app (printed at start-up; for local use only).
+pub mod dev {
+    /// AppId of the development app.
+    pub const APP_ID: &str = "herald-dev-app-000000001";
+    /// AppKey of the development app.
+    pub const APP_KEY: &str = "herald-dev-app-key-not-for-production";
+    /// Access key of the development app.
+    pub const AK: &str = "AKLTheralddev";
+    /// Secret key of the development app.
+    pub const SK: &str = "herald-dev-secret-not-for-production";
+}
+
+impl Config {
+    /// The embedded default: `127.0.0.1:8080`, in-memory, one development app.
+    pub fn embedded_default() -> Config {
+        Config {
+            listen: default_listen(),
+            region: default_region(),
+            max_clock_skew_secs: default_skew(),
+            gateway: GatewayConfig::default(),
+            apps: vec![AppConfig {
+                app_id: dev::APP_ID.into(),
+                app_key: dev::APP_KEY.into(),
+                qps_limit: default_qps(),
+                access_keys: vec![AccessKeyConfig {
+                    ak: dev::AK.into(),
+                    sk: dev::SK.into(),
+                }],
+            }],
+        }
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn from_file(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Checks ranges and builds nothing: call [`Config::registry`] for the app table.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.apps.is_empty() {
+            return bad("at least one [[apps]] entry is needed".into());
+        }
+        for app in &self.apps {
+            if AppId::new(&app.app_id).is_err() || app.app_id.len() != APP_ID_LENGTH {
+                return bad(format!(
+                    "app_id {:?} must be {APP_ID_LENGTH} characters of [a-zA-Z0-9_@-.] (the token format needs that length)",
+                    app.app_id
+                ));
+            }
+            if app.app_key.is_empty() {
+                return bad(format!("app_key of app {} is empty", app.app_id));
+            }
+            if app.qps_limit == 0 || app.qps_limit > MAX_LIMIT {
+                return bad(format!(
+                    "qps_limit of app {} must be between 1 and {MAX_LIMIT}",
+                    app.app_id
+                ));
+            }
+            for k in &app.access_keys {
+                if k.ak.is_empty() || k.sk.is_empty() || k.ak.contains('/') {
+                    return bad(format!(
+                        "access_keys of app {}: ak and sk must be non-empty and ak may not contain '/'",
+                        app.app_id
+                    ));
+                }
+            }
+        }
+        let g = &self.gateway;
+        if g.heartbeat_interval_ms == 0 || g.heartbeat_timeout_ms < g.heartbeat_interval_ms {
+            return bad("gateway.heartbeat_timeout_ms must be at least gateway.heartbeat_interval_ms, which must be positive".into());
+        }
+        if g.outbound_queue_bytes < 1024 || g.read_buffer_bytes < 256 || g.write_timeout_ms == 0 {
+            return bad("gateway.outbound_queue_bytes must be at least 1024, gateway.read_buffer_bytes at least 256, gateway.write_timeout_ms positive".into());
+        }
+        if g.max_client_message_bytes < 1024 {
+            return bad("gateway.max_client_message_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// The app table for the core.
+    pub fn registry(&self) -> Result<Registry, ConfigError> {
+        let specs = self
+            .apps
+            .iter()
+            .map(|a| {
+                Ok(AppSpec {
+                    app_id: AppId::new(&a.app_id)
+                        .map_err(|_| ConfigError::Invalid(format!("bad app_id {:?}", a.app_id)))?,
+                    app_key: a.app_key.clone(),
+                    qps_limit: a.qps_limit,
+                    access_keys: a
+                        .access_keys
+                        .iter()
+                        .map(|k| (k.ak.clone(), k.sk.clone()))
+                        .collect(),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(Registry::new(specs)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+listen = "127.0.0.1:8080"
+region = "cn-north-1"
+[[apps]]
+app_id = "65a1b2c3d4e5f60718293a4b"
+app_key = "0123456789abcdef0123456789abcdef"
+qps_limit = 500
+access_keys = [{ ak = "AKLT...", sk = "..." }]
+"#;
+
+    #[test]
+    fn the_documented_shape_parses_with_defaults() {
+        let c = Config::from_toml(ISSUE_EXAMPLE).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.apps[0].qps_limit, 500);
+        assert_eq!(c.gateway.read_buffer_bytes, 4096);
+        assert!(c.registry().unwrap().access_key("AKLT...").is_some());
+        let c = Config::from_toml(&ISSUE_EXAMPLE.replace("qps_limit = 500\n", "")).unwrap();
+        assert_eq!(c.apps[0].qps_limit, 500);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml(&format!("lisen = \"x\"\n{ISSUE_EXAMPLE}")).unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        let e = Config::from_toml(&ISSUE_EXAMPLE.replace("qps_limit", "qps")).unwrap_err();
+        assert!(e.to_string().contains("qps"), "{e}");
+        let e =
+            Config::from_toml(&format!("{ISSUE_EXAMPLE}[gateway]\nheartbeat = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("heartbeat"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (from, to) in [
+            ("65a1b2c3d4e5f60718293a4b", "short"),
+            ("qps_limit = 500", "qps_limit = 0"),
+            ("ak = \"AKLT...\"", "ak = \"\""),
+        ] {
+            let e = Config::from_toml(&ISSUE_EXAMPLE.replace(from, to));
+            assert!(matches!(e, Err(ConfigError::Invalid(_))), "{to}: {e:?}");
+        }
+        let twice = format!(
+            "{ISSUE_EXAMPLE}{}",
+            &ISSUE_EXAMPLE[ISSUE_EXAMPLE.find("[[apps]]").unwrap()..]
+        );
+        assert!(Config::from_toml(&twice).unwrap().registry().is_err());
+    }
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        c.validate().unwrap();
+        c.registry().unwrap();
+    }
+}

@@ -1,0 +1,354 @@
+//! The client gateway: `GET /ws?appId=…` upgraded to a WebSocket, then one reader and one writer
+//! per connection.
+//!
+//! The reader turns frames into calls on the hub and keeps the heartbeat; the writer drains the
+//! connection's [`ConnOutbox`] and writes everything queued in one vectored write per wake-up, with
+//! each message's shared body written by reference. Whichever side ends first ends the other.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use herald_core::hub::SessionId;
+use herald_core::time::Timestamp;
+use herald_proto::client::{close_code, error_code, Call, Event};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::metrics::DropReason;
+use crate::outbox::{Closing, ConnOutbox, Item};
+use crate::ws::{self, FrameReader, Incoming as WsIncoming, ReadConfig};
+use crate::Shared;
+
+/// How long a closed connection keeps reading, so its close frame is not lost to a reset.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Bodies up to this size are copied into the write buffer; larger ones are written by reference.
+const INLINE_BODY_MAX: usize = 1024;
+
+/// Answers an upgrade request: 101 and a spawned connection, or a plain error response.
+pub(crate) fn upgrade(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, msg: &'static str| {
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Full::new(Bytes::from_static(msg.as_bytes())))
+            .unwrap_or_default()
+    };
+    let h = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if req.method() != http::Method::GET
+        || !has(header::CONNECTION, "upgrade")
+        || !has(header::UPGRADE, "websocket")
+    {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade is expected here\n",
+        );
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Response::builder()
+            .status(StatusCode::UPGRADE_REQUIRED)
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .body(Full::new(Bytes::from_static(
+                b"WebSocket version 13 is required\n",
+            )))
+            .unwrap_or_default();
+    }
+    let Some(key) = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n");
+    };
+    let accept = ws::accept_key(key);
+    let query = crate::api::parse_query(req.uri().query().unwrap_or(""));
+    let app = query
+        .iter()
+        .find(|(k, _)| k == "appId")
+        .map(|(_, v)| v.clone());
+    let Some(app) = app.filter(|a| shared.registry.app(a).is_some()) else {
+        return plain(StatusCode::NOT_FOUND, "unknown or missing appId\n");
+    };
+
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("upgraded connection is not a TCP stream");
+            return;
+        };
+        run(shared, app, parts.io.into_inner(), parts.read_buf).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_default()
+}
+
+/// Runs one connection to its end.
+async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: Bytes) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let g = &shared.config.gateway;
+    let outbox = Arc::new(ConnOutbox::new(g.outbound_queue_bytes));
+    let Some(session) = shared.hub.connect(&app, outbox.clone()) else {
+        return;
+    };
+    shared.metrics.connection_opened();
+    let mut reader = FrameReader::new(ReadConfig {
+        initial_buffer: g.read_buffer_bytes,
+        max_message: g.max_client_message_bytes,
+    });
+    reader.feed(&already_read);
+
+    let writer = write_loop(wr, outbox.clone(), shared.clone());
+    tokio::pin!(writer);
+    let mut shutdown = shared.shutdown.clone();
+    tokio::select! {
+        closing = read_loop(&shared, &app, session, &outbox, &mut reader, &mut rd) => {
+            outbox.close(closing);
+            let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
+        }
+        () = &mut writer => {}
+        () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+            outbox.close(Closing { code: ws::GOING_AWAY, reason: "server shutting down", discard: false });
+            let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
+        }
+    }
+    shared
+        .metrics
+        .dropped(DropReason::ConnectionClosed, outbox.queued_messages());
+    shared.hub.disconnect(&app, session);
+    shared.metrics.connection_closed();
+    // Closing a socket with unread input makes the kernel send a reset, which can destroy the
+    // close frame before the peer reads it: read (and discard) until the peer closes, briefly.
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 1024];
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// Reads calls until the connection must end, and says how.
+async fn read_loop(
+    shared: &Shared,
+    app: &str,
+    session: SessionId,
+    outbox: &ConnOutbox,
+    reader: &mut FrameReader,
+    rd: &mut OwnedReadHalf,
+) -> Closing {
+    let g = &shared.config.gateway;
+    let mut last_heard = Instant::now();
+    loop {
+        let frame = match tokio::time::timeout(g.heartbeat_interval(), reader.read(rd)).await {
+            Err(_) => {
+                if last_heard.elapsed() >= g.heartbeat_timeout() {
+                    return Closing {
+                        code: close_code::HEARTBEAT_TIMEOUT,
+                        reason: "heartbeat timeout",
+                        discard: true,
+                    };
+                }
+                outbox.ping();
+                continue;
+            }
+            Ok(Err(e)) => {
+                let (code, discard) = match e.close_code() {
+                    Some(code) => (code, false),
+                    None => (ws::NORMAL, true),
+                };
+                return Closing {
+                    code,
+                    reason: "protocol error",
+                    discard,
+                };
+            }
+            Ok(Ok(frame)) => frame,
+        };
+        last_heard = Instant::now();
+        match frame {
+            WsIncoming::Text(text) => handle_call(shared, app, session, outbox, &text),
+            WsIncoming::Binary(_) => {
+                outbox_error(
+                    outbox,
+                    error_code::BINARY_NOT_SUPPORTED,
+                    "calls are text frames",
+                );
+            }
+            WsIncoming::Ping(p) => outbox.pong(p),
+            WsIncoming::Pong(_) => {}
+            WsIncoming::Close(_) => {
+                return Closing {
+                    code: ws::NORMAL,
+                    reason: "",
+                    discard: false,
+                }
+            }
+        }
+    }
+}
+
+fn outbox_error(outbox: &ConnOutbox, code: i32, message: &str) {
+    use herald_core::hub::Outbox as _;
+    outbox.event(&Event::Error {
+        error_code: code,
+        message: message.to_owned(),
+    });
+}
+
+fn handle_call(shared: &Shared, app: &str, session: SessionId, outbox: &ConnOutbox, text: &[u8]) {
+    let call: Call = match serde_json::from_slice(text) {
+        Ok(c) => c,
+        Err(e) => {
+            outbox_error(
+                outbox,
+                error_code::BAD_CALL,
+                &format!("not a valid call: {e}"),
+            );
+            return;
+        }
+    };
+    let now = shared.clock.now();
+    let hub = &shared.hub;
+    match call {
+        Call::Login { token, uid } => {
+            if hub.login(app, session, &uid, &token, now) == 0 {
+                shared.metrics.login();
+            }
+        }
+        Call::Logout => hub.logout(app, session),
+        Call::JoinRoom {
+            room_id,
+            uid,
+            token,
+        } => {
+            hub.join_room(app, session, &room_id, &uid, &token, now);
+        }
+        Call::LeaveRoom { room_id } => hub.leave_room(app, session, &room_id),
+    }
+}
+
+/// Writes whatever the outbox holds, batch by batch, until the connection ends.
+async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<ConnOutbox>, shared: Arc<Shared>) {
+    let timeout = shared.config.gateway.write_timeout();
+    let mut items: Vec<Item> = Vec::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut accepted: Vec<Timestamp> = Vec::new();
+    let mut head = BytesMut::new();
+    loop {
+        outbox.wait().await;
+        let closing = outbox.drain(&mut items);
+        for item in items.drain(..) {
+            encode(item, &mut head, &mut chunks, &mut accepted);
+        }
+        if !head.is_empty() {
+            chunks.push(head.split().freeze());
+        }
+        if !chunks.is_empty() {
+            match tokio::time::timeout(timeout, write_all(&mut wr, &mut chunks)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    let lost = accepted.len() as u32;
+                    shared.metrics.dropped(DropReason::ConnectionClosed, lost);
+                    return;
+                }
+            }
+            let now = shared.clock.now();
+            for a in accepted.drain(..) {
+                shared.metrics.delivered(now.micros_since(a));
+            }
+        }
+        if let Some(c) = closing {
+            let frame = ws::close_frame(c.code, c.reason);
+            let _ = tokio::time::timeout(timeout, async {
+                let _ = wr.write_all(&frame).await;
+                let _ = wr.shutdown().await;
+            })
+            .await;
+            return;
+        }
+        // Do not keep a burst's buffers while idle.
+        if head.capacity() > 64 * 1024 {
+            head = BytesMut::new();
+        }
+        if items.capacity() > 256 {
+            items = Vec::new();
+            chunks = Vec::new();
+            accepted = Vec::new();
+        }
+    }
+}
+
+fn encode(item: Item, head: &mut BytesMut, chunks: &mut Vec<Bytes>, accepted: &mut Vec<Timestamp>) {
+    match item {
+        Item::Message {
+            delivery,
+            msgid,
+            accepted: at,
+        } => {
+            ws::encode_header(ws::OP_BINARY, delivery.frame_len(), head);
+            delivery.put_prefix(msgid, head);
+            let body = delivery.body();
+            if body.len() <= INLINE_BODY_MAX {
+                head.extend_from_slice(body);
+            } else {
+                chunks.push(head.split().freeze());
+                chunks.push(body.clone());
+            }
+            accepted.push(at);
+        }
+        Item::Text(t) => {
+            ws::encode_header(ws::OP_TEXT, t.len(), head);
+            head.extend_from_slice(&t);
+        }
+        Item::Pong(p) => head.extend_from_slice(&ws::pong_frame(&p)),
+        Item::Ping => head.extend_from_slice(&ws::ping_frame(b"")),
+    }
+}
+
+/// Writes every chunk, as few syscalls as the kernel allows.
+async fn write_all(wr: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
+    const MAX_SLICES: usize = 64;
+    let mut first = 0;
+    while first < chunks.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let n = chunks.len().min(first + MAX_SLICES) - first;
+        for (slot, chunk) in slices.iter_mut().zip(&chunks[first..first + n]) {
+            *slot = IoSlice::new(chunk);
+        }
+        let mut written = wr.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let len = chunks[first].len();
+            if written >= len {
+                written -= len;
+                first += 1;
+            } else {
+                chunks[first].advance(written);
+                written = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
+}

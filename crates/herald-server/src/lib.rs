@@ -1,0 +1,212 @@
+//! # herald-server: the edge
+//!
+//! The only crate that does I/O. One TCP port serves:
+//!
+//! - `/` — the messaging OpenAPI ([`api`]), signed like the vendor's;
+//! - `/ws?appId=…` — the client gateway ([`gateway`]), on Herald's own WebSocket codec ([`ws`]);
+//! - `/metrics` — Prometheus text ([`metrics`]); `/healthz` — liveness.
+//!
+//! [`Server::start`] binds, spawns the accept loop and returns a handle; [`run`] is the same until a
+//! shutdown future resolves. Configuration is parsed once into a [`config::Config`]. Time comes from
+//! a [`clock::Clock`], so tests can stop it.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod gateway;
+pub mod metrics;
+pub mod outbox;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::apps::Registry;
+use herald_core::hub::Hub;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+
+/// Everything a request handler needs, shared by all connections.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) registry: Registry,
+    pub(crate) hub: Hub,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    pub(crate) request_ids: api::RequestIds,
+    pub(crate) signing_keys: api::SigningKeys,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Validates `config`, binds its `listen` address and starts serving, with the system clock.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Server::start`], with a given clock (tests stop time with [`clock::ManualClock`]).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, StartError> {
+        config.validate()?;
+        let registry = config.registry()?;
+        let hub = Hub::new(&registry);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (stop, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            registry,
+            hub,
+            clock,
+            metrics: Metrics::default(),
+            request_ids: api::RequestIds::new(),
+            signing_keys: api::SigningKeys::default(),
+            shutdown,
+        });
+        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(Server {
+            addr,
+            stop,
+            task,
+            shared,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's metrics (the same numbers `/metrics` renders).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Stops accepting, tells every client to reconnect elsewhere (close 1001) and waits for the
+    /// accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Serves `config` until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let server = Server::start(config).await?;
+    tracing::info!(addr = %server.local_addr(), "herald listening");
+    shutdown.await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    // Give connections a moment to send their close frames.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.shutdown.clone();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(shared, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let _ = conn.await;
+        });
+    }
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (_, "/") => api::serve(&shared, req).await,
+        (_, herald_proto::client::GATEWAY_PATH) => gateway::upgrade(shared, req),
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            shared.metrics.render(shared.hub.stats()),
+        ),
+        (&Method::GET, "/healthz") => text(
+            StatusCode::OK,
+            "application/json",
+            "{\"status\":\"ok\"}".to_owned(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}

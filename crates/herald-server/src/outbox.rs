@@ -1,0 +1,184 @@
+//! The bounded outbound queue of one client connection: the edge's implementation of the core's
+//! [`Outbox`] port.
+//!
+//! The hub offers frames under its app lock, so offering must be quick and never block: a short
+//! std-style mutex around a `VecDeque`, and a `Notify` to wake the connection's writer. The queue
+//! is bounded in bytes; the offer that would overflow it clears the queue, marks the connection as
+//! a slow consumer and wakes the writer to close it with code 4001. A slow reader therefore costs
+//! others nothing: nobody ever waits for it.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use herald_core::hub::{Offer, Outbox};
+use herald_core::time::Timestamp;
+use herald_proto::client::{close_code, Delivery, Event};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// One queued frame.
+pub enum Item {
+    /// A message, with the msgid assigned when it was queued.
+    Message {
+        /// The shared encoded message.
+        delivery: Delivery,
+        /// This connection's msgid for it.
+        msgid: u64,
+        /// When its API call was accepted.
+        accepted: Timestamp,
+    },
+    /// A JSON event (text frame payload).
+    Text(Bytes),
+    /// A pong answering the client's ping.
+    Pong(Bytes),
+    /// A ping (heartbeat).
+    Ping,
+}
+
+impl Item {
+    fn cost(&self) -> usize {
+        // Frame header and bookkeeping are counted too, so a flood of empty messages is bounded.
+        32 + match self {
+            Item::Message { delivery, .. } => delivery.frame_len(),
+            Item::Text(b) | Item::Pong(b) => b.len(),
+            Item::Ping => 0,
+        }
+    }
+}
+
+/// How the connection is to end, once the queue is drained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason.
+    pub reason: &'static str,
+    /// Whether the queued frames are dropped rather than written first.
+    pub discard: bool,
+}
+
+struct Queue {
+    items: VecDeque<Item>,
+    bytes: usize,
+    next_msgid: u64,
+    closing: Option<Closing>,
+}
+
+/// The outbound queue. See the module docs.
+pub struct ConnOutbox {
+    queue: Mutex<Queue>,
+    limit: usize,
+    wake: Notify,
+}
+
+impl ConnOutbox {
+    /// A queue holding at most `limit_bytes`.
+    pub fn new(limit_bytes: usize) -> Self {
+        ConnOutbox {
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+                next_msgid: 1,
+                closing: None,
+            }),
+            limit: limit_bytes,
+            wake: Notify::new(),
+        }
+    }
+
+    /// Queues `item`, or cuts the connection off if it would overflow the queue. A message gets
+    /// its msgid here, under the queue lock, so msgids increase in the order frames are written.
+    fn push(&self, mut item: Item) -> Offer {
+        let mut q = self.queue.lock();
+        if q.closing.is_some() {
+            return Offer::Closed;
+        }
+        let cost = item.cost();
+        if q.bytes + cost > self.limit {
+            q.items.clear();
+            q.bytes = 0;
+            q.closing = Some(Closing {
+                code: close_code::SLOW_CONSUMER,
+                reason: "slow consumer",
+                discard: true,
+            });
+            drop(q);
+            self.wake.notify_one();
+            return Offer::Overflow;
+        }
+        if let Item::Message { msgid, .. } = &mut item {
+            *msgid = q.next_msgid;
+            q.next_msgid += 1;
+        }
+        q.bytes += cost;
+        q.items.push_back(item);
+        drop(q);
+        self.wake.notify_one();
+        Offer::Queued
+    }
+
+    /// Queues a pong.
+    pub fn pong(&self, payload: Bytes) {
+        self.push(Item::Pong(payload));
+    }
+
+    /// Queues a heartbeat ping.
+    pub fn ping(&self) {
+        self.push(Item::Ping);
+    }
+
+    /// Asks the writer to close the connection: after what is queued, or at once if `discard`.
+    /// The first reason given wins.
+    pub fn close(&self, closing: Closing) {
+        let mut q = self.queue.lock();
+        if q.closing.is_none() {
+            if closing.discard {
+                q.items.clear();
+                q.bytes = 0;
+            }
+            q.closing = Some(closing);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Moves everything queued into `into` and returns how the connection must end, if it must.
+    /// Keeps the queue's allocation small when a burst has passed.
+    pub fn drain(&self, into: &mut Vec<Item>) -> Option<Closing> {
+        let mut q = self.queue.lock();
+        into.extend(q.items.drain(..));
+        q.bytes = 0;
+        if q.items.capacity() > 64 {
+            q.items.shrink_to(16);
+        }
+        q.closing.clone()
+    }
+
+    /// Frames currently dropped with the queue (messages only), for the drop counter on close.
+    pub fn queued_messages(&self) -> u32 {
+        let q = self.queue.lock();
+        q.items
+            .iter()
+            .filter(|i| matches!(i, Item::Message { .. }))
+            .count() as u32
+    }
+
+    /// Waits until something is queued or closing is requested.
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+}
+
+impl Outbox for ConnOutbox {
+    fn message(&self, delivery: &Delivery, accepted: Timestamp) -> Offer {
+        self.push(Item::Message {
+            delivery: delivery.clone(),
+            msgid: 0,
+            accepted,
+        })
+    }
+
+    fn event(&self, event: &Event) -> Offer {
+        self.push(Item::Text(Bytes::from(event.to_json())))
+    }
+}
