@@ -175,10 +175,6 @@ fn check_token(
         .then(|| parsed.token.clone())
 }
 
-fn expired(token: &AccessToken, now: Timestamp) -> bool {
-    token.expire_at != 0 && now.secs() > u64::from(token.expire_at)
-}
-
 impl Hub {
     /// A hub serving every app of `registry`.
     pub fn new(registry: &Registry) -> Self {
@@ -249,7 +245,7 @@ impl Hub {
         let code = match UserId::new(uid) {
             Err(_) => Err(login_error::INVALID_USER_ID),
             Ok(user) => match check_token(&hub.spec, token, uid, str::is_empty) {
-                Some(t) if !expired(&t, now) => Ok(user),
+                Some(t) if !t.is_expired(now.secs() as i64) => Ok(user),
                 _ => Err(login_error::INVALID_TOKEN),
             },
         };
@@ -325,7 +321,7 @@ impl Hub {
             (_, Err(_)) => Err(room_state::JOIN_ROOM_FAILED),
             (Ok(r), Ok(u)) => match check_token(&hub.spec, token, uid, |t| t == room || t == "*") {
                 None => Err(room_state::INVALID_TOKEN),
-                Some(t) if expired(&t, now) => Err(room_state::TOKEN_EXPIRED),
+                Some(t) if t.is_expired(now.secs() as i64) => Err(room_state::TOKEN_EXPIRED),
                 Some(_) => Ok((r, u)),
             },
         };

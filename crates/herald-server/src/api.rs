@@ -193,6 +193,13 @@ pub(crate) async fn serve(shared: &Shared, req: http::Request<Incoming>) -> Resp
         }
         Err(f) => {
             shared.metrics.api_call(label, f.error.code.as_str());
+            tracing::debug!(
+                request_id = %meta.request_id,
+                action = label,
+                code = f.error.code.as_str(),
+                message = %f.error.message,
+                "OpenAPI call refused"
+            );
             respond(meta, &f)
         }
     }
@@ -398,6 +405,41 @@ fn sign_failure(e: SignError) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta() -> ResponseMetadata {
+        ResponseMetadata {
+            request_id: "r".into(),
+            action: "SendUnicast".into(),
+            version: "2023-07-20".into(),
+            service: "rtc".into(),
+            region: "cn-north-1".into(),
+            error: None,
+        }
+    }
+
+    /// The two codes a single node cannot produce on demand (an internal fault; the cluster
+    /// engine being away) still render as DECISIONS.md says.
+    #[test]
+    fn internal_and_unavailable_render_with_their_status() {
+        for (code, status, code_n) in [
+            (ErrorCode::InternalError, 500, 100014),
+            (ErrorCode::ServiceUnavailableTemp, 503, 100019),
+        ] {
+            let r = respond(meta(), &err(code, "m"));
+            assert_eq!(r.status().as_u16(), status);
+            let body = futures_body(r);
+            assert_eq!(body["ResponseMetadata"]["Error"]["CodeN"], code_n);
+            assert_eq!(body["ResponseMetadata"]["Error"]["Code"], code.as_str());
+        }
+    }
+
+    fn futures_body(r: Response<Full<Bytes>>) -> serde_json::Value {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(r.into_body().collect()).unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
 
     #[test]
     fn query_decoding() {

@@ -7,7 +7,6 @@
 
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use herald_core::hub::SessionId;
@@ -20,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::metrics::DropReason;
 use crate::outbox::{Closing, ConnOutbox, Item};
@@ -112,6 +112,7 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
         return;
     };
     shared.metrics.connection_opened();
+    tracing::debug!(app, session, "connection opened");
     let mut reader = FrameReader::new(ReadConfig {
         initial_buffer: g.read_buffer_bytes,
         max_message: g.max_client_message_bytes,
@@ -123,6 +124,7 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
     let mut shutdown = shared.shutdown.clone();
     tokio::select! {
         closing = read_loop(&shared, &app, session, &outbox, &mut reader, &mut rd) => {
+            tracing::debug!(app, session, code = closing.code, reason = closing.reason, "closing");
             outbox.close(closing);
             let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
         }
@@ -137,6 +139,7 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
         .dropped(DropReason::ConnectionClosed, outbox.queued_messages());
     shared.hub.disconnect(&app, session);
     shared.metrics.connection_closed();
+    tracing::debug!(app, session, "connection closed");
     // Closing a socket with unread input makes the kernel send a reset, which can destroy the
     // close frame before the peer reads it: read (and discard) until the peer closes, briefly.
     let _ = tokio::time::timeout(LINGER, async {
@@ -144,6 +147,7 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
         while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
+    shared.live_connections.send_modify(|n| *n -= 1);
 }
 
 /// Reads calls until the connection must end, and says how.

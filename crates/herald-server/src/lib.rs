@@ -6,8 +6,8 @@
 //! - `/ws?appId=…` — the client gateway ([`gateway`]), on Herald's own WebSocket codec ([`ws`]);
 //! - `/metrics` — Prometheus text ([`metrics`]); `/healthz` — liveness.
 //!
-//! [`Server::start`] binds, spawns the accept loop and returns a handle; [`run`] is the same until a
-//! shutdown future resolves. Configuration is parsed once into a [`config::Config`]. Time comes from
+//! [`Server::start`] binds, spawns the accept loop and returns a handle; [`Server::shutdown`] stops
+//! it gracefully. Configuration is parsed once into a [`config::Config`]. Time comes from
 //! a [`clock::Clock`], so tests can stop it.
 
 pub mod api;
@@ -18,7 +18,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod ws;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +47,12 @@ pub(crate) struct Shared {
     pub(crate) request_ids: api::RequestIds,
     pub(crate) signing_keys: api::SigningKeys,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Open WebSocket connections, so shutdown can wait for their close handshakes.
+    pub(crate) live_connections: watch::Sender<usize>,
 }
+
+/// The longest a shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +61,12 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, so not also a `source`).
+        error: std::io::Error,
     },
 }
 
@@ -91,13 +95,13 @@ impl Server {
         let listener =
             TcpListener::bind(config.listen)
                 .await
-                .map_err(|source| StartError::Bind {
+                .map_err(|error| StartError::Bind {
                     addr: config.listen,
-                    source,
+                    error,
                 })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let addr = listener.local_addr().map_err(|error| StartError::Bind {
             addr: config.listen,
-            source,
+            error,
         })?;
         let (stop, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -109,6 +113,7 @@ impl Server {
             request_ids: api::RequestIds::new(),
             signing_keys: api::SigningKeys::default(),
             shutdown,
+            live_connections: watch::channel(0).0,
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Server {
@@ -129,24 +134,14 @@ impl Server {
         &self.shared.metrics
     }
 
-    /// Stops accepting, tells every client to reconnect elsewhere (close 1001) and waits for the
-    /// accept loop to end.
+    /// Stops accepting, tells every client to reconnect elsewhere (close 1001), and waits until
+    /// every connection has sent its close frame and ended, or `SHUTDOWN_GRACE` has passed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        let mut live = self.shared.live_connections.subscribe();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, live.wait_for(|n| *n == 0)).await;
     }
-}
-
-/// Serves `config` until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let server = Server::start(config).await?;
-    tracing::info!(addr = %server.local_addr(), "herald listening");
-    shutdown.await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
-    // Give connections a moment to send their close frames.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Ok(())
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {

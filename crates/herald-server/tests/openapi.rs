@@ -18,7 +18,8 @@ async fn every_error_code_is_reachable_with_its_status() {
     let mut bystander = login(addr, "online_user", now).await;
 
     // (what, request bytes, status, code, CodeN)
-    let mut cases: Vec<(&str, Vec<u8>, u16, &str, Option<u64>)> = Vec::new();
+    type Case = (&'static str, Vec<u8>, u16, &'static str, Option<u64>);
+    let mut cases: Vec<Case> = Vec::new();
     let signed = |c: Call<'_>| c.to_bytes(addr);
 
     let mut c = Call::new("SendUnicast", unicast("u1"), now);
@@ -60,10 +61,7 @@ async fn every_error_code_is_reachable_with_its_status() {
     cases.push(("PUT", signed(c), 405, "MethodNotAllowed", Some(100020)));
     cases.push((
         "no Authorization",
-        format!(
-            "POST /?Action=SendUnicast&Version=2023-07-20 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-        )
-        .into_bytes(),
+        b"POST /?Action=SendUnicast&Version=2023-07-20 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_vec(),
         401,
         "MissingAuthenticationToken",
         Some(100003),

@@ -1,0 +1,429 @@
+//! [`Event`]: everything a connection reports, named as the vendor's callbacks are.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use herald_proto::client::{MessageKind, ReceivedMessage};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{json, Value};
+
+/// One callback of the connection, with the vendor's name (see [`Event::name`]) and arguments.
+///
+/// Events arrive on the [`EventStream`](crate::EventStream) in the order the server produced them;
+/// [`Event::ConnectionClosed`] is always the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `onLoginResult`: the answer to [`Engine::login`](crate::Engine::login).
+    LoginResult {
+        /// The user id of the login.
+        uid: String,
+        /// A `LoginErrorCode` (`herald_proto::client::login_error`): 0 on success.
+        error_code: i32,
+        /// Milliseconds from the `login` call to this result, measured by the SDK (0 when no
+        /// `login` call of this connection is waiting for an answer).
+        elapsed: u64,
+    },
+    /// `onLogout`: the login ended.
+    Logout {
+        /// A `LogoutReason` (`herald_proto::client::logout_reason`): 0 after
+        /// [`Engine::logout`](crate::Engine::logout), 1 when another login of the same uid
+        /// replaced this one.
+        reason: i32,
+    },
+    /// `onRoomStateChanged`: the answer to [`Engine::join_room`](crate::Engine::join_room), or a
+    /// later change (-1004 when another connection joined the room with the same uid).
+    RoomStateChanged {
+        /// The room.
+        room_id: String,
+        /// The user id in the room.
+        uid: String,
+        /// 0 when joined, otherwise the vendor's `ErrorCode` (`herald_proto::client::room_state`).
+        state: i32,
+        /// JSON built by the SDK as the vendor's is: `{"elapsed":ms,"join_type":0}`, where
+        /// `elapsed` runs from the `joinRoom` call to this event (0 for a change nobody asked for).
+        extra_info: String,
+    },
+    /// `onLeaveRoom`: the answer to [`Engine::leave_room`](crate::Engine::leave_room).
+    LeaveRoom {
+        /// The room.
+        room_id: String,
+    },
+    /// `onUserMessageReceivedOutsideRoom`: a text message sent with `SendUnicast`.
+    UserMessageReceivedOutsideRoom {
+        /// This connection's message number: 1 for the first message, then +1 each.
+        msgid: u64,
+        /// The sender (the OpenAPI's `From`).
+        uid: String,
+        /// The text.
+        message: String,
+    },
+    /// `onUserBinaryMessageReceivedOutsideRoom`: a binary message sent with `SendUnicast`.
+    UserBinaryMessageReceivedOutsideRoom {
+        /// This connection's message number.
+        msgid: u64,
+        /// The sender.
+        uid: String,
+        /// The bytes.
+        message: Bytes,
+    },
+    /// `onUserMessageReceived`: a text message to this user in a room (`SendRoomUnicast`,
+    /// `BatchSendRoomUnicast`).
+    UserMessageReceived {
+        /// The room.
+        room_id: String,
+        /// This connection's message number.
+        msgid: u64,
+        /// The sender.
+        uid: String,
+        /// The text.
+        message: String,
+    },
+    /// `onUserBinaryMessageReceived`: the binary form of [`Event::UserMessageReceived`].
+    UserBinaryMessageReceived {
+        /// The room.
+        room_id: String,
+        /// This connection's message number.
+        msgid: u64,
+        /// The sender.
+        uid: String,
+        /// The bytes.
+        message: Bytes,
+    },
+    /// `onRoomMessageReceived`: a text message to the whole room (`SendBroadcast`).
+    RoomMessageReceived {
+        /// The room.
+        room_id: String,
+        /// This connection's message number.
+        msgid: u64,
+        /// The sender.
+        uid: String,
+        /// The text.
+        message: String,
+    },
+    /// `onRoomBinaryMessageReceived`: the binary form of [`Event::RoomMessageReceived`].
+    RoomBinaryMessageReceived {
+        /// The room.
+        room_id: String,
+        /// This connection's message number.
+        msgid: u64,
+        /// The sender.
+        uid: String,
+        /// The bytes.
+        message: Bytes,
+    },
+    /// `onError`: the server could not act on a call (`herald_proto::client::error_code`). The
+    /// connection stays open.
+    Error {
+        /// The code.
+        error_code: i32,
+        /// What was wrong.
+        message: String,
+    },
+    /// `onConnectionClosed`: the connection has ended. Always the last event.
+    ConnectionClosed {
+        /// The close code the server sent (`herald_proto::client::close_code` and RFC 6455), or
+        /// `None` when the connection ended without one.
+        code: Option<u16>,
+        /// The close reason, or what ended the connection.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The vendor's callback name.
+    ///
+    /// ```
+    /// use herald_client::Event;
+    /// let e = Event::Logout { reason: 0 };
+    /// assert_eq!(e.name(), "onLogout");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::LoginResult { .. } => "onLoginResult",
+            Event::Logout { .. } => "onLogout",
+            Event::RoomStateChanged { .. } => "onRoomStateChanged",
+            Event::LeaveRoom { .. } => "onLeaveRoom",
+            Event::UserMessageReceivedOutsideRoom { .. } => "onUserMessageReceivedOutsideRoom",
+            Event::UserBinaryMessageReceivedOutsideRoom { .. } => {
+                "onUserBinaryMessageReceivedOutsideRoom"
+            }
+            Event::UserMessageReceived { .. } => "onUserMessageReceived",
+            Event::UserBinaryMessageReceived { .. } => "onUserBinaryMessageReceived",
+            Event::RoomMessageReceived { .. } => "onRoomMessageReceived",
+            Event::RoomBinaryMessageReceived { .. } => "onRoomBinaryMessageReceived",
+            Event::Error { .. } => "onError",
+            Event::ConnectionClosed { .. } => "onConnectionClosed",
+        }
+    }
+
+    /// The event as one JSON object: `"event"` holds [`Event::name`], the arguments follow with the
+    /// vendor's camelCase names. Binary messages carry standard base64 in `"message"` and
+    /// `"binary": true`.
+    ///
+    /// A [`Value`]'s keys come out in `serde_json`'s map order; [`Event::to_json_line`] writes the
+    /// same object with the keys in the documented order.
+    ///
+    /// ```
+    /// use herald_client::Event;
+    /// let e = Event::LeaveRoom { room_id: "r1".into() };
+    /// assert_eq!(e.to_json()["roomId"], "r1");
+    /// ```
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            self.fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        )
+    }
+
+    /// [`Event::to_json`] as one line of text, keys in the documented order (`"event"` first, then
+    /// the vendor's arguments in the callback's order). This is what `herald client` prints.
+    ///
+    /// ```
+    /// use herald_client::Event;
+    /// let e = Event::RoomMessageReceived {
+    ///     room_id: "r1".into(),
+    ///     msgid: 2,
+    ///     uid: "server_bot".into(),
+    ///     message: "hi".into(),
+    /// };
+    /// assert_eq!(
+    ///     e.to_json_line(),
+    ///     r#"{"event":"onRoomMessageReceived","roomId":"r1","msgid":2,"uid":"server_bot","message":"hi"}"#
+    /// );
+    /// ```
+    pub fn to_json_line(&self) -> String {
+        // Serialising strings and numbers into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The JSON fields, in order. The one place that names them.
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        let b64 = |b: &Bytes| Value::from(base64::engine::general_purpose::STANDARD.encode(b));
+        let mut f = vec![("event", Value::from(self.name()))];
+        match self {
+            Event::LoginResult {
+                uid,
+                error_code,
+                elapsed,
+            } => f.extend([
+                ("uid", json!(uid)),
+                ("errorCode", json!(error_code)),
+                ("elapsed", json!(elapsed)),
+            ]),
+            Event::Logout { reason } => f.push(("reason", json!(reason))),
+            Event::RoomStateChanged {
+                room_id,
+                uid,
+                state,
+                extra_info,
+            } => f.extend([
+                ("roomId", json!(room_id)),
+                ("uid", json!(uid)),
+                ("state", json!(state)),
+                ("extraInfo", json!(extra_info)),
+            ]),
+            Event::LeaveRoom { room_id } => f.push(("roomId", json!(room_id))),
+            Event::UserMessageReceivedOutsideRoom {
+                msgid,
+                uid,
+                message,
+            } => f.extend([
+                ("msgid", json!(msgid)),
+                ("uid", json!(uid)),
+                ("message", json!(message)),
+            ]),
+            Event::UserBinaryMessageReceivedOutsideRoom {
+                msgid,
+                uid,
+                message,
+            } => f.extend([
+                ("msgid", json!(msgid)),
+                ("uid", json!(uid)),
+                ("message", b64(message)),
+                ("binary", json!(true)),
+            ]),
+            Event::UserMessageReceived {
+                room_id,
+                msgid,
+                uid,
+                message,
+            }
+            | Event::RoomMessageReceived {
+                room_id,
+                msgid,
+                uid,
+                message,
+            } => f.extend([
+                ("roomId", json!(room_id)),
+                ("msgid", json!(msgid)),
+                ("uid", json!(uid)),
+                ("message", json!(message)),
+            ]),
+            Event::UserBinaryMessageReceived {
+                room_id,
+                msgid,
+                uid,
+                message,
+            }
+            | Event::RoomBinaryMessageReceived {
+                room_id,
+                msgid,
+                uid,
+                message,
+            } => f.extend([
+                ("roomId", json!(room_id)),
+                ("msgid", json!(msgid)),
+                ("uid", json!(uid)),
+                ("message", b64(message)),
+                ("binary", json!(true)),
+            ]),
+            Event::Error {
+                error_code,
+                message,
+            } => f.extend([
+                ("errorCode", json!(error_code)),
+                ("message", json!(message)),
+            ]),
+            Event::ConnectionClosed { code, reason } => {
+                f.extend([("code", json!(code)), ("reason", json!(reason))])
+            }
+        }
+        f
+    }
+
+    /// The event of a decoded message frame.
+    pub(crate) fn from_message(m: ReceivedMessage) -> Event {
+        let ReceivedMessage {
+            kind,
+            msgid,
+            uid,
+            room_id,
+            binary,
+            payload,
+        } = m;
+        let room_id = room_id.unwrap_or_default();
+        // `ReceivedMessage::decode` has checked that a text payload is UTF-8.
+        let text = |p: Bytes| String::from_utf8_lossy(&p).into_owned();
+        match (kind, binary) {
+            (MessageKind::OutsideRoom, false) => Event::UserMessageReceivedOutsideRoom {
+                msgid,
+                uid,
+                message: text(payload),
+            },
+            (MessageKind::OutsideRoom, true) => Event::UserBinaryMessageReceivedOutsideRoom {
+                msgid,
+                uid,
+                message: payload,
+            },
+            (MessageKind::RoomUser, false) => Event::UserMessageReceived {
+                room_id,
+                msgid,
+                uid,
+                message: text(payload),
+            },
+            (MessageKind::RoomUser, true) => Event::UserBinaryMessageReceived {
+                room_id,
+                msgid,
+                uid,
+                message: payload,
+            },
+            (MessageKind::RoomBroadcast, false) => Event::RoomMessageReceived {
+                room_id,
+                msgid,
+                uid,
+                message: text(payload),
+            },
+            (MessageKind::RoomBroadcast, true) => Event::RoomBinaryMessageReceived {
+                room_id,
+                msgid,
+                uid,
+                message: payload,
+            },
+        }
+    }
+}
+
+/// Serialises as [`Event::to_json_line`] shows: one object, keys in the documented order.
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = self.fields();
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (k, v) in &fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_proto::client::Delivery;
+
+    fn decoded(kind: MessageKind, room: Option<&str>, binary: bool, payload: &[u8]) -> Event {
+        let d = Delivery::encode(kind, "server_bot", room, binary, payload);
+        let mut frame = bytes::BytesMut::new();
+        d.put_prefix(7, &mut frame);
+        frame.extend_from_slice(d.body());
+        Event::from_message(ReceivedMessage::decode(frame.freeze()).unwrap())
+    }
+
+    #[test]
+    fn message_lines_match_the_documented_format() {
+        let e = decoded(MessageKind::OutsideRoom, None, false, b"hello");
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"event":"onUserMessageReceivedOutsideRoom","msgid":7,"uid":"server_bot","message":"hello"}"#
+        );
+        let e = decoded(MessageKind::RoomUser, Some("r1"), true, b"\x00\xff");
+        assert_eq!(e.name(), "onUserBinaryMessageReceived");
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"event":"onUserBinaryMessageReceived","roomId":"r1","msgid":7,"uid":"server_bot","message":"AP8=","binary":true}"#
+        );
+        let e = decoded(MessageKind::RoomBroadcast, Some("r1"), true, b"x");
+        assert_eq!(e.name(), "onRoomBinaryMessageReceived");
+        let e = decoded(MessageKind::OutsideRoom, None, true, b"x");
+        assert_eq!(e.name(), "onUserBinaryMessageReceivedOutsideRoom");
+    }
+
+    #[test]
+    fn control_lines_use_the_vendor_argument_names() {
+        let e = Event::LoginResult {
+            uid: "u1".into(),
+            error_code: 0,
+            elapsed: 12,
+        };
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"event":"onLoginResult","uid":"u1","errorCode":0,"elapsed":12}"#
+        );
+        let e = Event::RoomStateChanged {
+            room_id: "r1".into(),
+            uid: "u1".into(),
+            state: 0,
+            extra_info: r#"{"elapsed":3,"join_type":0}"#.into(),
+        };
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"event":"onRoomStateChanged","roomId":"r1","uid":"u1","state":0,"extraInfo":"{\"elapsed\":3,\"join_type\":0}"}"#
+        );
+        let e = Event::ConnectionClosed {
+            code: None,
+            reason: "reset".into(),
+        };
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"event":"onConnectionClosed","code":null,"reason":"reset"}"#
+        );
+        let e = Event::Error {
+            error_code: 4003,
+            message: "bad".into(),
+        };
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"event":"onError","errorCode":4003,"message":"bad"}"#
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! # herald-client: the Rust SDK for Herald
+//!
+//! Two halves, one per side of a Herald server:
+//!
+//! - **Apps** connect with [`connect`], which returns an [`Engine`] and an [`EventStream`]. The
+//!   engine makes the vendor's calls ([`Engine::login`], [`Engine::logout`], [`Engine::join_room`],
+//!   [`Engine::leave_room`]); their results and every received message arrive on the stream as
+//!   [`Event`]s named after the vendor's callbacks (`onLoginResult`,
+//!   `onUserMessageReceivedOutsideRoom`, `onRoomMessageReceived`, …). A background task owns the
+//!   socket, decodes frames and answers pings. ([`connection`], [`event`])
+//! - **Business servers** send messages with [`OpenApiClient`]: `SendUnicast`, `SendRoomUnicast`,
+//!   `BatchSendRoomUnicast` and `SendBroadcast`, signed with the vendor's V4 signature, in version
+//!   `2023-07-20` or `2020-12-01`. Every HTTP answer comes back as an [`ApiResponse`] holding the
+//!   vendor's envelope. ([`openapi`])
+//!
+//! The wire formats live in `herald_proto` (the client protocol in `herald_proto::client`, the
+//! signature in `herald_proto::sign`); this crate adds sockets and HTTP, and depends on no other
+//! Herald crate.
+//!
+//! What it deliberately does not do: reconnect (a closed connection ends the stream; log in and
+//! rejoin on a new one), generate tokens (that is `herald_proto::token`, on your server), send
+//! messages from a client (the protocol has no such call yet), or speak TLS (plain `http`/`ws`
+//! only; put Herald behind a TLS-terminating proxy and build with a TLS backend if you need it).
+
+pub mod connection;
+pub mod event;
+pub mod openapi;
+
+pub use connection::{connect, CallError, ConnectError, Engine, EventStream};
+pub use event::Event;
+pub use openapi::{
+    ApiResponse, InvalidEndpoint, Message, OpenApiClient, OpenApiError, DEFAULT_REGION,
+};
