@@ -157,6 +157,9 @@ def clients(server):
     login(bob, "bob")
     join(alice, "room1", "alice")
     join(bob, "room1", "bob")
+    # Room members are told of each other (presence events are on by default).
+    expect(alice, "onUserJoined", roomId="room1", uid="bob")
+    expect(bob, "onUserJoined", roomId="room1", uid="alice")
     yield alice, bob
     alice.close()
     bob.close()

@@ -7,7 +7,10 @@
 //! cut off as a slow consumer (close 4001). Pings are answered by tungstenite as frames are read.
 //!
 //! Calls go out through the write half, shared by every clone of the [`Engine`] behind an async
-//! mutex (a send can wait on the socket, so a synchronous lock would not do).
+//! mutex (a send can wait on the socket, so a synchronous lock would not do). Calls are text
+//! frames; messages the client sends (`sendUserMessage…`, `sendRoomMessage…`,
+//! `sendServerMessage…`) are binary [`SendFrame`]s numbered from one per-engine msgid sequence,
+//! kept under the same mutex so that the server sees the msgids in increasing order.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,9 +18,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::Engine as _;
+use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, Stream, StreamExt};
-use herald_proto::client::{Call, ReceivedMessage, GATEWAY_PATH};
+use herald_proto::client::{Call, ReceivedMessage, SendFrame, SendOp, GATEWAY_PATH};
 use herald_proto::sign::encode_query;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
@@ -117,7 +122,10 @@ pub async fn connect(server: &str, app_id: &str) -> Result<(Engine, EventStream)
     let (sink, stream) = socket.split();
     let (ended_tx, ended) = watch::channel(false);
     let shared = Arc::new(Shared {
-        sink: tokio::sync::Mutex::new(sink),
+        writer: tokio::sync::Mutex::new(Writer {
+            sink,
+            next_msgid: 1,
+        }),
         waiting: std::sync::Mutex::new(Waiting::default()),
         ended,
         abort: Notify::new(),
@@ -153,7 +161,7 @@ fn gateway_url(server: &str, app_id: &str) -> Result<String, ConnectError> {
 
 /// State shared by the engine's clones and the reader task.
 struct Shared {
-    sink: tokio::sync::Mutex<SplitSink<Socket, WsMessage>>,
+    writer: tokio::sync::Mutex<Writer>,
     waiting: std::sync::Mutex<Waiting>,
     /// Becomes true when the reader has ended (before it reports `onConnectionClosed`).
     ended: watch::Receiver<bool>,
@@ -161,6 +169,33 @@ struct Shared {
     abort: Notify,
     /// Tells the reader that the last engine is gone, so nobody can use the connection any more.
     abandoned: Notify,
+}
+
+/// The write half of the socket and what must change in step with it.
+struct Writer {
+    sink: SplitSink<Socket, WsMessage>,
+    /// The msgid of the next send. One sequence for every kind of send, from 1, as the vendor's
+    /// SDK numbers them ("all P2P and P2Server messages share a single msgid sequence").
+    next_msgid: u64,
+}
+
+impl Writer {
+    /// Writes one frame, unless the connection has already ended.
+    async fn write(
+        &mut self,
+        ended: &watch::Receiver<bool>,
+        frame: WsMessage,
+    ) -> Result<(), CallError> {
+        if *ended.borrow() {
+            return Err(CallError::Closed);
+        }
+        self.sink.send(frame).await.map_err(|e| match e {
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                CallError::Closed
+            }
+            e => CallError::Transport(Box::new(e)),
+        })
+    }
 }
 
 /// Held by every clone of an [`Engine`]; when the last clone drops, the connection is closed
@@ -202,7 +237,15 @@ fn elapsed_ms(since: Instant) -> u64 {
 /// Each call returns once its frame is written. Its result arrives later on the
 /// [`EventStream`], as with the vendor's SDK: `login` → [`Event::LoginResult`], `logout` →
 /// [`Event::Logout`], `join_room` → [`Event::RoomStateChanged`], `leave_room` →
-/// [`Event::LeaveRoom`].
+/// [`Event::LeaveRoom`], `get_peer_online_status` → [`Event::GetPeerOnlineStatus`],
+/// `set_server_params` → [`Event::ServerParamsSetResult`].
+///
+/// The `send_*` methods return the msgid they gave the message; the result event carries the
+/// same msgid. Every send of an engine (and of its clones) draws from one sequence, 1, 2, 3, …,
+/// whatever its kind, as the vendor's SDK does. A message over 64 KiB
+/// (`herald_proto::client::MAX_CLIENT_MESSAGE_BYTES`) is answered with `EXCEED_MAX_LENGTH` (103);
+/// one larger than the server's frame limit (`gateway.max_client_message_bytes`, 128 KiB by
+/// default) makes the server close the connection with 1009, so check sizes you do not control.
 ///
 /// Dropping the last clone closes the connection (code 1000) and ends the [`EventStream`].
 #[derive(Clone)]
@@ -271,37 +314,189 @@ impl Engine {
         .await
     }
 
-    /// Sends any call of the protocol. The named methods above are this plus the SDK's timing.
+    /// Asks whether `peer_user_id` is logged in; answered by [`Event::GetPeerOnlineStatus`]
+    /// (status 1 online, 0 offline).
+    pub async fn get_peer_online_status(&self, peer_user_id: &str) -> Result<(), CallError> {
+        self.send(&Call::GetPeerOnlineStatus {
+            peer_user_id: peer_user_id.to_owned(),
+        })
+        .await
+    }
+
+    /// Sets where [`Engine::send_server_message`] goes: the business server's `url`, and a
+    /// `signature` it can check (any non-empty string; it is sent with every message). Call it
+    /// after logging in. Answered by [`Event::ServerParamsSetResult`]: 200 when set, 105 when not
+    /// logged in, 106 when the signature is empty or the app does not allow the URL.
+    ///
+    /// ```no_run
+    /// # async fn run(engine: herald_client::Engine) -> Result<(), herald_client::CallError> {
+    /// engine.set_server_params("my-signature", "https://biz.example/rtc/messages").await?;
+    /// // then wait for Event::ServerParamsSetResult { error: 200 }
+    /// let msgid = engine.send_server_message(r#"{"op":"ping"}"#).await?;
+    /// // Event::ServerMessageSendResult { msgid, error: 0, message } carries the answer.
+    /// # let _ = msgid;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set_server_params(&self, signature: &str, url: &str) -> Result<(), CallError> {
+        self.send(&Call::SetServerParams {
+            signature: signature.to_owned(),
+            url: url.to_owned(),
+        })
+        .await
+    }
+
+    /// Sends a text message to the logged-in user `uid`, from this connection's login; returns
+    /// its msgid. Answered by [`Event::UserMessageSendResultOutsideRoom`]; `uid` receives
+    /// [`Event::UserMessageReceivedOutsideRoom`].
+    ///
+    /// ```no_run
+    /// # async fn run(engine: herald_client::Engine) -> Result<(), herald_client::CallError> {
+    /// let msgid = engine.send_user_message_outside_room("u2", "hello").await?;
+    /// // then wait for Event::UserMessageSendResultOutsideRoom { msgid, error: 0 }
+    /// # let _ = msgid;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_user_message_outside_room(
+        &self,
+        uid: &str,
+        message: &str,
+    ) -> Result<u64, CallError> {
+        self.send_frame(SendOp::UserOutsideRoom, uid, "", Payload::Text(message))
+            .await
+    }
+
+    /// The binary form of [`Engine::send_user_message_outside_room`]; `uid` receives
+    /// [`Event::UserBinaryMessageReceivedOutsideRoom`].
+    pub async fn send_user_binary_message_outside_room(
+        &self,
+        uid: &str,
+        message: &[u8],
+    ) -> Result<u64, CallError> {
+        self.send_frame(SendOp::UserOutsideRoom, uid, "", Payload::Binary(message))
+            .await
+    }
+
+    /// Sends a text message to `uid` in `room_id`, a room this connection has joined, from its
+    /// user id in that room; returns its msgid. Answered by [`Event::UserMessageSendResult`];
+    /// `uid` receives [`Event::UserMessageReceived`].
+    pub async fn send_user_message(
+        &self,
+        room_id: &str,
+        uid: &str,
+        message: &str,
+    ) -> Result<u64, CallError> {
+        self.send_frame(SendOp::UserInRoom, uid, room_id, Payload::Text(message))
+            .await
+    }
+
+    /// The binary form of [`Engine::send_user_message`]; `uid` receives
+    /// [`Event::UserBinaryMessageReceived`].
+    pub async fn send_user_binary_message(
+        &self,
+        room_id: &str,
+        uid: &str,
+        message: &[u8],
+    ) -> Result<u64, CallError> {
+        self.send_frame(SendOp::UserInRoom, uid, room_id, Payload::Binary(message))
+            .await
+    }
+
+    /// Sends a text message to every other member of `room_id`, a room this connection has
+    /// joined; returns its msgid. Answered by [`Event::RoomMessageSendResult`] (200 on success);
+    /// the members receive [`Event::RoomMessageReceived`], the sender does not.
+    pub async fn send_room_message(&self, room_id: &str, message: &str) -> Result<u64, CallError> {
+        self.send_frame(SendOp::Room, "", room_id, Payload::Text(message))
+            .await
+    }
+
+    /// The binary form of [`Engine::send_room_message`]; the members receive
+    /// [`Event::RoomBinaryMessageReceived`].
+    pub async fn send_room_binary_message(
+        &self,
+        room_id: &str,
+        message: &[u8],
+    ) -> Result<u64, CallError> {
+        self.send_frame(SendOp::Room, "", room_id, Payload::Binary(message))
+            .await
+    }
+
+    /// Sends a text message to the business server set with [`Engine::set_server_params`];
+    /// returns its msgid. Herald POSTs it there and answers with
+    /// [`Event::ServerMessageSendResult`], which carries the business server's response body.
+    pub async fn send_server_message(&self, message: &str) -> Result<u64, CallError> {
+        self.send_frame(SendOp::Server, "", "", Payload::Text(message))
+            .await
+    }
+
+    /// The binary form of [`Engine::send_server_message`] (Herald posts it base64-encoded, with
+    /// `"binary": true`).
+    pub async fn send_server_binary_message(&self, message: &[u8]) -> Result<u64, CallError> {
+        self.send_frame(SendOp::Server, "", "", Payload::Binary(message))
+            .await
+    }
+
+    /// Sends any call of the protocol, as a text frame. The call methods above are this plus the
+    /// SDK's timing; the `send_*` methods write numbered send frames instead.
     pub async fn send(&self, call: &Call) -> Result<(), CallError> {
         // Serialising a plain enum of strings cannot fail.
         let text = serde_json::to_string(call).unwrap_or_default();
-        let mut sink = self.shared().sink.lock().await;
-        if *self.shared().ended.borrow() {
-            return Err(CallError::Closed);
-        }
-        sink.send(WsMessage::text(text)).await.map_err(|e| match e {
-            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-                CallError::Closed
-            }
-            e => CallError::Transport(Box::new(e)),
-        })
+        let shared = self.shared();
+        shared
+            .writer
+            .lock()
+            .await
+            .write(&shared.ended, WsMessage::text(text))
+            .await
+    }
+
+    /// Numbers a message with the next msgid and writes it as a send frame.
+    async fn send_frame(
+        &self,
+        op: SendOp,
+        to: &str,
+        room_id: &str,
+        payload: Payload<'_>,
+    ) -> Result<u64, CallError> {
+        let (binary, payload) = match payload {
+            Payload::Text(t) => (false, t.as_bytes()),
+            Payload::Binary(b) => (true, b),
+        };
+        let shared = self.shared();
+        let mut writer = shared.writer.lock().await;
+        let msgid = writer.next_msgid;
+        let frame = SendFrame {
+            op,
+            msgid,
+            to: to.to_owned(),
+            room_id: room_id.to_owned(),
+            binary,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        writer
+            .write(&shared.ended, WsMessage::Binary(frame.encode()))
+            .await?;
+        writer.next_msgid += 1;
+        Ok(msgid)
     }
 
     /// Closes the connection (code 1000) and waits until it has ended: the [`EventStream`] then
     /// ends with [`Event::ConnectionClosed`]. If the server does not answer the close within five
     /// seconds, the connection is dropped. Calling it again, or after the server closed, only waits.
     pub async fn close(&self) {
-        {
-            let mut sink = self.shared().sink.lock().await;
-            if !*self.shared().ended.borrow() {
-                let frame = CloseFrame {
-                    code: CloseCode::Normal,
-                    reason: "".into(),
-                };
-                // A failure here means the connection is already ending; the reader reports it.
-                let _ = sink.send(WsMessage::Close(Some(frame))).await;
-            }
-        }
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let shared = self.shared();
+        // A failure here means the connection is already ending; the reader reports it.
+        let _ = shared
+            .writer
+            .lock()
+            .await
+            .write(&shared.ended, WsMessage::Close(Some(frame)))
+            .await;
         let mut ended = self.shared().ended.clone();
         if tokio::time::timeout(CLOSE_TIMEOUT, ended.wait_for(|e| *e))
             .await
@@ -329,6 +524,12 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The message of a send, with its kind: the protocol's `BINARY` flag.
+enum Payload<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
 }
 
 /// The events of one connection, in order; ends after [`Event::ConnectionClosed`].
@@ -383,7 +584,7 @@ async fn read_loop(
             },
             () = shared.abandoned.notified() => {
                 let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-                let close = async { shared.sink.lock().await.send(WsMessage::Close(Some(frame))).await };
+                let close = async { shared.writer.lock().await.sink.send(WsMessage::Close(Some(frame))).await };
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
                 break Ending { code: Some(1000), reason: "every Engine was dropped".to_owned() };
             }
@@ -404,28 +605,19 @@ async fn read_loop(
             Some(Ok(WsMessage::Text(text))) => {
                 // An event this SDK does not know is skipped: newer servers may add events.
                 if let Ok(e) = serde_json::from_str::<herald_proto::client::Event>(&text) {
-                    emit(control_event(e, &shared));
+                    match control_event(e, &shared) {
+                        Ok(e) => emit(e),
+                        Err(why) => break protocol_error(&shared, why).await,
+                    }
                 }
             }
             Some(Ok(WsMessage::Binary(frame))) => match ReceivedMessage::decode(frame) {
                 Ok(m) => emit(Event::from_message(m)),
+                // The protocol says to reject such a frame; msgids after it could not be
+                // trusted, so the connection ends here.
                 Err(e) => {
-                    // The protocol says to reject such a frame; msgids after it could not be
-                    // trusted, so the connection ends here.
-                    let frame = CloseFrame {
-                        code: CloseCode::Protocol,
-                        reason: "invalid message frame".into(),
-                    };
-                    let _ = shared
-                        .sink
-                        .lock()
-                        .await
-                        .send(WsMessage::Close(Some(frame)))
-                        .await;
-                    break Ending {
-                        code: Some(CloseCode::Protocol.into()),
-                        reason: format!("invalid message frame from the server: {e}"),
-                    };
+                    let why = format!("invalid message frame from the server: {e}");
+                    break protocol_error(&shared, why).await;
                 }
             },
             Some(Ok(WsMessage::Close(frame))) => {
@@ -452,11 +644,30 @@ async fn read_loop(
     });
 }
 
-/// Adds what only the SDK can measure to a control event.
-fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Event {
+/// Closes the connection with 1002 because the server broke the protocol; `why` becomes the
+/// reason of [`Event::ConnectionClosed`].
+async fn protocol_error(shared: &Shared, why: String) -> Ending {
+    let frame = CloseFrame {
+        code: CloseCode::Protocol,
+        reason: "protocol error".into(),
+    };
+    let close = async {
+        let mut writer = shared.writer.lock().await;
+        writer.sink.send(WsMessage::Close(Some(frame))).await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    Ending {
+        code: Some(CloseCode::Protocol.into()),
+        reason: why,
+    }
+}
+
+/// Turns a control event of the wire into the SDK's: adds what only the SDK can measure, and
+/// decodes what the wire carries as text. `Err` says how the event breaks the protocol.
+fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Result<Event, String> {
     use herald_proto::client::Event as Wire;
     let mut waiting = shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
-    match e {
+    Ok(match e {
         Wire::LoginResult { uid, error_code } => Event::LoginResult {
             uid,
             error_code,
@@ -484,7 +695,58 @@ fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Event {
             error_code,
             message,
         },
-    }
+        Wire::UserJoined { room_id, uid } => Event::UserJoined { room_id, uid },
+        Wire::UserLeave {
+            room_id,
+            uid,
+            reason,
+        } => Event::UserLeave {
+            room_id,
+            uid,
+            reason,
+        },
+        Wire::UserMessageSendResultOutsideRoom { msgid, error } => {
+            Event::UserMessageSendResultOutsideRoom { msgid, error }
+        }
+        Wire::UserMessageSendResult {
+            room_id,
+            msgid,
+            error,
+        } => Event::UserMessageSendResult {
+            room_id,
+            msgid,
+            error,
+        },
+        Wire::RoomMessageSendResult {
+            room_id,
+            msgid,
+            error,
+        } => Event::RoomMessageSendResult {
+            room_id,
+            msgid,
+            error,
+        },
+        Wire::ServerMessageSendResult {
+            msgid,
+            error,
+            message,
+        } => Event::ServerMessageSendResult {
+            msgid,
+            error,
+            message: base64::engine::general_purpose::STANDARD
+                .decode(&message)
+                .map_err(|e| format!("onServerMessageSendResult: message is not base64: {e}"))?
+                .into(),
+        },
+        Wire::GetPeerOnlineStatus {
+            peer_user_id,
+            status,
+        } => Event::GetPeerOnlineStatus {
+            peer_user_id,
+            status,
+        },
+        Wire::ServerParamsSetResult { error } => Event::ServerParamsSetResult { error },
+    })
 }
 
 #[cfg(test)]

@@ -110,6 +110,81 @@ pub enum Event {
         /// The bytes.
         message: Bytes,
     },
+    /// `onUserJoined`: another user joined a room this connection is in. Also reported once for
+    /// each member already there, right after this connection's own `onRoomStateChanged(0)`.
+    /// Sent only when the app's `presence_events` is on (the default).
+    UserJoined {
+        /// The room.
+        room_id: String,
+        /// Who joined (their user id in the room).
+        uid: String,
+    },
+    /// `onUserLeave`: another user left a room this connection is in.
+    UserLeave {
+        /// The room.
+        room_id: String,
+        /// Who left.
+        uid: String,
+        /// Why (`herald_proto::client::user_leave_reason`): 0 `leaveRoom`, 1 connection lost,
+        /// 3 removed by the business server (`KickUser`).
+        reason: i32,
+    },
+    /// `onUserMessageSendResultOutsideRoom`: the result of
+    /// [`Engine::send_user_message_outside_room`](crate::Engine::send_user_message_outside_room)
+    /// or its binary form.
+    UserMessageSendResultOutsideRoom {
+        /// The msgid the send returned.
+        msgid: u64,
+        /// A `UserMessageSendResult` (`herald_proto::client::send_result`): 0 when delivered.
+        error: i32,
+    },
+    /// `onUserMessageSendResult`: the result of
+    /// [`Engine::send_user_message`](crate::Engine::send_user_message) or its binary form.
+    UserMessageSendResult {
+        /// The room the message was sent in.
+        room_id: String,
+        /// The msgid the send returned.
+        msgid: u64,
+        /// A `UserMessageSendResult` (`herald_proto::client::send_result`): 0 when delivered.
+        error: i32,
+    },
+    /// `onRoomMessageSendResult`: the result of
+    /// [`Engine::send_room_message`](crate::Engine::send_room_message) or its binary form.
+    RoomMessageSendResult {
+        /// The room.
+        room_id: String,
+        /// The msgid the send returned.
+        msgid: u64,
+        /// A `RoomMessageSendResult` (`herald_proto::client::room_send_result`): **200** when
+        /// delivered, as the vendor has it.
+        error: i32,
+    },
+    /// `onServerMessageSendResult`: the result of
+    /// [`Engine::send_server_message`](crate::Engine::send_server_message) or its binary form.
+    ServerMessageSendResult {
+        /// The msgid the send returned.
+        msgid: u64,
+        /// A `UserMessageSendResult` (`herald_proto::client::send_result`): 0 when the business
+        /// server answered 200.
+        error: i32,
+        /// The business server's response body, as it sent it (empty unless it answered 200).
+        message: Bytes,
+    },
+    /// `onGetPeerOnlineStatus`: the answer to
+    /// [`Engine::get_peer_online_status`](crate::Engine::get_peer_online_status).
+    GetPeerOnlineStatus {
+        /// The user asked about.
+        peer_user_id: String,
+        /// A `UserOnlineStatus` (`herald_proto::client::online_status`): 1 logged in, 0 not.
+        status: i32,
+    },
+    /// `onServerParamsSetResult`: the answer to
+    /// [`Engine::set_server_params`](crate::Engine::set_server_params).
+    ServerParamsSetResult {
+        /// 200 when set; otherwise a `UserMessageSendResult` (`herald_proto::client::send_result`):
+        /// 105 not logged in, 106 empty signature or a URL the app does not allow.
+        error: i32,
+    },
     /// `onError`: the server could not act on a call (`herald_proto::client::error_code`). The
     /// connection stays open.
     Error {
@@ -150,6 +225,14 @@ impl Event {
             Event::UserBinaryMessageReceived { .. } => "onUserBinaryMessageReceived",
             Event::RoomMessageReceived { .. } => "onRoomMessageReceived",
             Event::RoomBinaryMessageReceived { .. } => "onRoomBinaryMessageReceived",
+            Event::UserJoined { .. } => "onUserJoined",
+            Event::UserLeave { .. } => "onUserLeave",
+            Event::UserMessageSendResultOutsideRoom { .. } => "onUserMessageSendResultOutsideRoom",
+            Event::UserMessageSendResult { .. } => "onUserMessageSendResult",
+            Event::RoomMessageSendResult { .. } => "onRoomMessageSendResult",
+            Event::ServerMessageSendResult { .. } => "onServerMessageSendResult",
+            Event::GetPeerOnlineStatus { .. } => "onGetPeerOnlineStatus",
+            Event::ServerParamsSetResult { .. } => "onServerParamsSetResult",
             Event::Error { .. } => "onError",
             Event::ConnectionClosed { .. } => "onConnectionClosed",
         }
@@ -158,6 +241,10 @@ impl Event {
     /// The event as one JSON object: `"event"` holds [`Event::name`], the arguments follow with the
     /// vendor's camelCase names. Binary messages carry standard base64 in `"message"` and
     /// `"binary": true`.
+    ///
+    /// The business server's answer in `onServerMessageSendResult` is bytes whose kind nobody
+    /// declared: it is printed as text when it is valid UTF-8 (the usual case, a JSON or text body),
+    /// and otherwise as base64 with `"binary": true`, like a binary message.
     ///
     /// A [`Value`]'s keys come out in `serde_json`'s map order; [`Event::to_json_line`] writes the
     /// same object with the keys in the documented order.
@@ -278,6 +365,54 @@ impl Event {
                 ("message", b64(message)),
                 ("binary", json!(true)),
             ]),
+            Event::UserJoined { room_id, uid } => {
+                f.extend([("roomId", json!(room_id)), ("uid", json!(uid))])
+            }
+            Event::UserLeave {
+                room_id,
+                uid,
+                reason,
+            } => f.extend([
+                ("roomId", json!(room_id)),
+                ("uid", json!(uid)),
+                ("reason", json!(reason)),
+            ]),
+            Event::UserMessageSendResultOutsideRoom { msgid, error } => {
+                f.extend([("msgid", json!(msgid)), ("error", json!(error))])
+            }
+            Event::UserMessageSendResult {
+                room_id,
+                msgid,
+                error,
+            }
+            | Event::RoomMessageSendResult {
+                room_id,
+                msgid,
+                error,
+            } => f.extend([
+                ("roomId", json!(room_id)),
+                ("msgid", json!(msgid)),
+                ("error", json!(error)),
+            ]),
+            Event::ServerMessageSendResult {
+                msgid,
+                error,
+                message,
+            } => {
+                f.extend([("msgid", json!(msgid)), ("error", json!(error))]);
+                match std::str::from_utf8(message) {
+                    Ok(text) => f.push(("message", json!(text))),
+                    Err(_) => f.extend([("message", b64(message)), ("binary", json!(true))]),
+                }
+            }
+            Event::GetPeerOnlineStatus {
+                peer_user_id,
+                status,
+            } => f.extend([
+                ("peerUserId", json!(peer_user_id)),
+                ("status", json!(status)),
+            ]),
+            Event::ServerParamsSetResult { error } => f.push(("error", json!(error))),
             Event::Error {
                 error_code,
                 message,
@@ -425,5 +560,85 @@ mod tests {
             e.to_json_line(),
             r#"{"event":"onError","errorCode":4003,"message":"bad"}"#
         );
+    }
+
+    #[test]
+    fn messaging_lines_use_the_vendor_argument_names() {
+        let lines = [
+            (
+                Event::UserJoined {
+                    room_id: "r1".into(),
+                    uid: "u2".into(),
+                },
+                r#"{"event":"onUserJoined","roomId":"r1","uid":"u2"}"#,
+            ),
+            (
+                Event::UserLeave {
+                    room_id: "r1".into(),
+                    uid: "u2".into(),
+                    reason: 1,
+                },
+                r#"{"event":"onUserLeave","roomId":"r1","uid":"u2","reason":1}"#,
+            ),
+            (
+                Event::UserMessageSendResultOutsideRoom { msgid: 1, error: 3 },
+                r#"{"event":"onUserMessageSendResultOutsideRoom","msgid":1,"error":3}"#,
+            ),
+            (
+                Event::UserMessageSendResult {
+                    room_id: "r1".into(),
+                    msgid: 2,
+                    error: 0,
+                },
+                r#"{"event":"onUserMessageSendResult","roomId":"r1","msgid":2,"error":0}"#,
+            ),
+            (
+                Event::RoomMessageSendResult {
+                    room_id: "r1".into(),
+                    msgid: 3,
+                    error: 200,
+                },
+                r#"{"event":"onRoomMessageSendResult","roomId":"r1","msgid":3,"error":200}"#,
+            ),
+            (
+                Event::ServerMessageSendResult {
+                    msgid: 4,
+                    error: 0,
+                    message: Bytes::from_static(br#"{"ok":true}"#),
+                },
+                r#"{"event":"onServerMessageSendResult","msgid":4,"error":0,"message":"{\"ok\":true}"}"#,
+            ),
+            (
+                Event::ServerMessageSendResult {
+                    msgid: 5,
+                    error: 0,
+                    message: Bytes::from_static(b"\x00\xff"),
+                },
+                r#"{"event":"onServerMessageSendResult","msgid":5,"error":0,"message":"AP8=","binary":true}"#,
+            ),
+            (
+                Event::ServerMessageSendResult {
+                    msgid: 6,
+                    error: 17,
+                    message: Bytes::new(),
+                },
+                r#"{"event":"onServerMessageSendResult","msgid":6,"error":17,"message":""}"#,
+            ),
+            (
+                Event::GetPeerOnlineStatus {
+                    peer_user_id: "u2".into(),
+                    status: 1,
+                },
+                r#"{"event":"onGetPeerOnlineStatus","peerUserId":"u2","status":1}"#,
+            ),
+            (
+                Event::ServerParamsSetResult { error: 200 },
+                r#"{"event":"onServerParamsSetResult","error":200}"#,
+            ),
+        ];
+        for (event, line) in lines {
+            assert_eq!(event.to_json_line(), line);
+            assert_eq!(event.to_json()["event"], event.name());
+        }
     }
 }

@@ -3,11 +3,16 @@
 //! Two halves, one per side of a Herald server:
 //!
 //! - **Apps** connect with [`connect`], which returns an [`Engine`] and an [`EventStream`]. The
-//!   engine makes the vendor's calls ([`Engine::login`], [`Engine::logout`], [`Engine::join_room`],
-//!   [`Engine::leave_room`]); their results and every received message arrive on the stream as
-//!   [`Event`]s named after the vendor's callbacks (`onLoginResult`,
-//!   `onUserMessageReceivedOutsideRoom`, `onRoomMessageReceived`, …). A background task owns the
-//!   socket, decodes frames and answers pings. ([`connection`], [`event`])
+//!   engine makes the vendor's calls: [`Engine::login`], [`Engine::logout`], [`Engine::join_room`],
+//!   [`Engine::leave_room`], [`Engine::get_peer_online_status`], [`Engine::set_server_params`],
+//!   and sends messages to other users, rooms and the business server
+//!   ([`Engine::send_user_message_outside_room`], [`Engine::send_user_message`],
+//!   [`Engine::send_room_message`], [`Engine::send_server_message`] and their binary forms), each
+//!   numbered with a msgid from one sequence per engine. Results, presence and every received
+//!   message arrive on the stream as [`Event`]s named after the vendor's callbacks
+//!   (`onLoginResult`, `onUserMessageSendResultOutsideRoom`, `onUserJoined`,
+//!   `onRoomMessageReceived`, …). A background task owns the socket, decodes frames and answers
+//!   pings. ([`connection`], [`event`])
 //! - **Business servers** send messages with [`OpenApiClient`]: `SendUnicast`, `SendRoomUnicast`,
 //!   `BatchSendRoomUnicast` and `SendBroadcast`, signed with the vendor's V4 signature, in version
 //!   `2023-07-20` or `2020-12-01`. Every HTTP answer comes back as an [`ApiResponse`] holding the
@@ -18,9 +23,10 @@
 //! Herald crate.
 //!
 //! What it deliberately does not do: reconnect (a closed connection ends the stream; log in and
-//! rejoin on a new one), generate tokens (that is `herald_proto::token`, on your server), send
-//! messages from a client (the protocol has no such call yet), or speak TLS (plain `http`/`ws`
-//! only; put Herald behind a TLS-terminating proxy and build with a TLS backend if you need it).
+//! rejoin on a new one), generate tokens (that is `herald_proto::token`, on your server), check
+//! message sizes or send rates itself (the server answers with the vendor's codes), or speak TLS
+//! (plain `http`/`ws` only; put Herald behind a TLS-terminating proxy and build with a TLS backend
+//! if you need it).
 
 pub mod connection;
 pub mod event;

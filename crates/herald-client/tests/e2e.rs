@@ -1,11 +1,18 @@
 //! The SDK against the real server: a `herald_server::Server` on 127.0.0.1:0, real WebSocket
-//! connections through [`connect`], real signed HTTP calls through [`OpenApiClient`].
+//! connections through [`connect`], real signed HTTP calls through [`OpenApiClient`]. The tests
+//! after the OpenAPI ones cover client-side messaging: sends, their results, presence, peer
+//! status and server parameters.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use herald_client::{
     connect, CallError, ConnectError, Engine, Event, EventStream, Message, OpenApiClient,
     OpenApiError,
+};
+use herald_proto::client::{
+    online_status, room_send_result, room_state, send_result, user_leave_reason,
+    MAX_CLIENT_MESSAGE_BYTES,
 };
 use herald_proto::openapi::ApiVersion;
 use herald_proto::token::{AccessToken, Privilege};
@@ -21,6 +28,11 @@ const FROM: &str = "server_bot";
 
 /// Starts a server on a free port and returns it with its base address.
 async fn start() -> (Server, String) {
+    start_with("").await
+}
+
+/// [`start`], with `app` added to the app's TOML table (`presence_events = false`, …).
+async fn start_with(app: &str) -> (Server, String) {
     let config = Config::from_toml(&format!(
         r#"
 listen = "127.0.0.1:0"
@@ -28,6 +40,7 @@ listen = "127.0.0.1:0"
 app_id = "{APP_ID}"
 app_key = "{APP_KEY}"
 access_keys = [{{ ak = "{AK}", sk = "{SK}" }}]
+{app}
 "#
     ))
     .unwrap();
@@ -72,26 +85,40 @@ async fn user(base: &str, uid: &str, rooms: &[&str]) -> (Engine, EventStream) {
         other => panic!("expected onLoginResult, got {other:?}"),
     }
     for room in rooms {
-        engine
-            .join_room(room, uid, &token(uid, room))
-            .await
-            .unwrap();
-        match next(&mut events).await {
-            Event::RoomStateChanged {
-                room_id,
-                uid: u,
-                state,
-                extra_info,
-            } => {
-                assert_eq!((room_id.as_str(), u.as_str(), state), (*room, uid, 0));
-                let info: serde_json::Value = serde_json::from_str(&extra_info).unwrap();
-                assert!(info["elapsed"].is_u64(), "{extra_info}");
-                assert_eq!(info["join_type"], 0, "{extra_info}");
-            }
-            other => panic!("expected onRoomStateChanged, got {other:?}"),
-        }
+        join(&engine, &mut events, room, uid).await;
     }
     (engine, events)
+}
+
+/// Joins `room` as `uid` and checks the answer.
+async fn join(engine: &Engine, events: &mut EventStream, room: &str, uid: &str) {
+    engine
+        .join_room(room, uid, &token(uid, room))
+        .await
+        .unwrap();
+    match next(events).await {
+        Event::RoomStateChanged {
+            room_id,
+            uid: u,
+            state,
+            extra_info,
+        } => {
+            assert_eq!((room_id.as_str(), u.as_str(), state), (room, uid, 0));
+            let info: serde_json::Value = serde_json::from_str(&extra_info).unwrap();
+            assert!(info["elapsed"].is_u64(), "{extra_info}");
+            assert_eq!(info["join_type"], 0, "{extra_info}");
+        }
+        other => panic!("expected onRoomStateChanged, got {other:?}"),
+    }
+}
+
+/// Reads as many events as `expected` holds and checks they are exactly those, in order.
+async fn expect(events: &mut EventStream, expected: &[Event]) {
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        got.push(next(events).await);
+    }
+    assert_eq!(got, expected);
 }
 
 /// What one engine expects to receive, in order, with its own msgid count.
@@ -160,7 +187,8 @@ fn ok(r: Result<herald_client::ApiResponse, OpenApiError>) {
 
 #[tokio::test]
 async fn every_action_reaches_exactly_its_recipients_in_both_versions() {
-    let (_server, base) = start().await;
+    // Presence events would interleave with the messages this test counts.
+    let (_server, base) = start_with("presence_events = false").await;
     let (_e1, mut ev1) = user(&base, "u1", &["r1"]).await;
     let (_e2, mut ev2) = user(&base, "u2", &["r1", "r2"]).await;
     let (mut x1, mut x2) = (Expected::default(), Expected::default());
@@ -461,4 +489,524 @@ async fn dropping_the_last_engine_closes_the_connection() {
         "{e:?}"
     );
     assert!(events.recv().await.is_none());
+}
+
+fn outside_result(msgid: u64, error: i32) -> Event {
+    Event::UserMessageSendResultOutsideRoom { msgid, error }
+}
+
+fn user_result(room: &str, msgid: u64, error: i32) -> Event {
+    Event::UserMessageSendResult {
+        room_id: room.into(),
+        msgid,
+        error,
+    }
+}
+
+fn room_result(room: &str, msgid: u64, error: i32) -> Event {
+    Event::RoomMessageSendResult {
+        room_id: room.into(),
+        msgid,
+        error,
+    }
+}
+
+fn server_result(msgid: u64, error: i32) -> Event {
+    Event::ServerMessageSendResult {
+        msgid,
+        error,
+        message: Bytes::new(),
+    }
+}
+
+fn peer_status(peer: &str, status: i32) -> Event {
+    Event::GetPeerOnlineStatus {
+        peer_user_id: peer.into(),
+        status,
+    }
+}
+
+/// A broadcast from the business server to `room`: once it arrives, everything sent before it has.
+async fn marker(base: &str, room: &str) {
+    ok(OpenApiClient::new(base, AK, SK)
+        .unwrap()
+        .send_broadcast(APP_ID, room, FROM, "marker".into())
+        .await);
+}
+
+fn marker_received(room: &str, msgid: u64) -> Event {
+    Event::RoomMessageReceived {
+        room_id: room.into(),
+        msgid,
+        uid: FROM.into(),
+        message: "marker".into(),
+    }
+}
+
+#[tokio::test]
+async fn client_sends_reach_exactly_their_recipients_as_the_sender() {
+    // Without presence events the streams hold only messages and results.
+    let (_server, base) = start_with("presence_events = false").await;
+    let (a, mut ev_a) = user(&base, "u1", &["r1"]).await;
+    let (b, mut ev_b) = user(&base, "u2", &["r1", "r2"]).await;
+    // c is u3 when logged in and u3r in the room: each send goes out under the matching id.
+    let (c, mut ev_c) = user(&base, "u3", &[]).await;
+    join(&c, &mut ev_c, "r1", "u3r").await;
+
+    let text = |n: u8| format!("héllo € {n}");
+    // Not UTF-8, so it could not pass as text anywhere on the way.
+    let bin = |n: u8| vec![0, 0xff, 0xfe, n];
+
+    // Every kind of send from a, numbered from one sequence, a server send included.
+    let sent = [
+        a.send_user_message_outside_room("u2", &text(1)).await,
+        a.send_user_binary_message_outside_room("u3", &bin(2)).await,
+        a.send_user_message("r1", "u2", &text(3)).await,
+        a.send_user_binary_message("r1", "u3r", &bin(4)).await,
+        a.send_room_message("r1", &text(5)).await,
+        a.send_room_binary_message("r1", &bin(6)).await,
+        a.send_server_message(&text(7)).await,
+        a.send_user_message_outside_room("u2", &text(8)).await,
+    ];
+    let sent: Vec<u64> = sent.into_iter().map(Result::unwrap).collect();
+    assert_eq!(sent, (1..=8).collect::<Vec<_>>());
+    expect(
+        &mut ev_a,
+        &[
+            outside_result(1, send_result::SUCCESS),
+            outside_result(2, send_result::SUCCESS),
+            user_result("r1", 3, send_result::SUCCESS),
+            user_result("r1", 4, send_result::SUCCESS),
+            room_result("r1", 5, room_send_result::SUCCESS),
+            room_result("r1", 6, room_send_result::SUCCESS),
+            // The server send reached the server: it is refused for want of setServerParams.
+            server_result(7, send_result::SERVER_PARAMS_NOT_SET),
+            outside_result(8, send_result::SUCCESS),
+        ],
+    )
+    .await;
+    expect(
+        &mut ev_b,
+        &[
+            Event::UserMessageReceivedOutsideRoom {
+                msgid: 1,
+                uid: "u1".into(),
+                message: text(1),
+            },
+            Event::UserMessageReceived {
+                room_id: "r1".into(),
+                msgid: 2,
+                uid: "u1".into(),
+                message: text(3),
+            },
+            Event::RoomMessageReceived {
+                room_id: "r1".into(),
+                msgid: 3,
+                uid: "u1".into(),
+                message: text(5),
+            },
+            Event::RoomBinaryMessageReceived {
+                room_id: "r1".into(),
+                msgid: 4,
+                uid: "u1".into(),
+                message: bin(6).into(),
+            },
+            Event::UserMessageReceivedOutsideRoom {
+                msgid: 5,
+                uid: "u1".into(),
+                message: text(8),
+            },
+        ],
+    )
+    .await;
+    expect(
+        &mut ev_c,
+        &[
+            Event::UserBinaryMessageReceivedOutsideRoom {
+                msgid: 1,
+                uid: "u1".into(),
+                message: bin(2).into(),
+            },
+            Event::UserBinaryMessageReceived {
+                room_id: "r1".into(),
+                msgid: 2,
+                uid: "u1".into(),
+                message: bin(4).into(),
+            },
+            Event::RoomMessageReceived {
+                room_id: "r1".into(),
+                msgid: 3,
+                uid: "u1".into(),
+                message: text(5),
+            },
+            Event::RoomBinaryMessageReceived {
+                room_id: "r1".into(),
+                msgid: 4,
+                uid: "u1".into(),
+                message: bin(6).into(),
+            },
+        ],
+    )
+    .await;
+
+    // c sends as u3r in the room and as u3 outside it; each engine counts its own msgids.
+    assert_eq!(c.send_user_message("r1", "u1", "in").await.unwrap(), 1);
+    assert_eq!(
+        c.send_user_message_outside_room("u1", "out").await.unwrap(),
+        2
+    );
+    expect(
+        &mut ev_c,
+        &[
+            user_result("r1", 1, send_result::SUCCESS),
+            outside_result(2, send_result::SUCCESS),
+        ],
+    )
+    .await;
+    // b is alone in r2: the room send succeeds and reaches nobody.
+    assert_eq!(b.send_room_message("r2", "anyone?").await.unwrap(), 1);
+    expect(
+        &mut ev_b,
+        &[room_result("r2", 1, room_send_result::SUCCESS)],
+    )
+    .await;
+
+    // Everything before the marker is exactly what each engine expects: nothing went astray,
+    // and no sender heard its own room message.
+    marker(&base, "r1").await;
+    expect(
+        &mut ev_a,
+        &[
+            Event::UserMessageReceived {
+                room_id: "r1".into(),
+                msgid: 1,
+                uid: "u3r".into(),
+                message: "in".into(),
+            },
+            Event::UserMessageReceivedOutsideRoom {
+                msgid: 2,
+                uid: "u3".into(),
+                message: "out".into(),
+            },
+            marker_received("r1", 3),
+        ],
+    )
+    .await;
+    expect(&mut ev_b, &[marker_received("r1", 6)]).await;
+    expect(&mut ev_c, &[marker_received("r1", 5)]).await;
+}
+
+#[tokio::test]
+async fn send_results_carry_the_vendor_codes() {
+    let (_server, base) = start_with("presence_events = false").await;
+    let (peer, mut ev_peer) = user(&base, "u2", &["r1"]).await;
+    let (e, mut ev) = connect(&base, APP_ID).await.unwrap();
+    let too_long = "a".repeat(MAX_CLIENT_MESSAGE_BYTES + 1);
+    let longest = vec![7u8; MAX_CLIENT_MESSAGE_BYTES];
+
+    // Neither logged in nor joined.
+    e.send_user_message_outside_room("u2", "x").await.unwrap();
+    e.send_user_message("r1", "u2", "x").await.unwrap();
+    e.send_room_message("r1", "x").await.unwrap();
+    e.send_server_binary_message(b"x").await.unwrap();
+    expect(
+        &mut ev,
+        &[
+            outside_result(1, send_result::NOT_LOGIN),
+            user_result("r1", 2, send_result::NOT_JOIN),
+            room_result("r1", 3, room_send_result::NOT_JOIN),
+            server_result(4, send_result::NOT_LOGIN),
+        ],
+    )
+    .await;
+
+    // Logged in, not joined.
+    e.login(&token("u1", ""), "u1").await.unwrap();
+    assert!(matches!(
+        next(&mut ev).await,
+        Event::LoginResult { error_code: 0, .. }
+    ));
+    e.send_user_message_outside_room("nobody", "x")
+        .await
+        .unwrap();
+    e.send_user_message_outside_room("", "x").await.unwrap();
+    e.send_user_message_outside_room("u2", &too_long)
+        .await
+        .unwrap();
+    e.send_user_binary_message_outside_room("u2", &longest)
+        .await
+        .unwrap();
+    e.send_user_message("r1", "u2", "x").await.unwrap();
+    e.send_server_message("x").await.unwrap();
+    expect(
+        &mut ev,
+        &[
+            outside_result(5, send_result::NO_RECEIVER),
+            outside_result(6, send_result::EMPTY_USER),
+            outside_result(7, send_result::EXCEED_MAX_LENGTH),
+            outside_result(8, send_result::SUCCESS),
+            user_result("r1", 9, send_result::NOT_JOIN),
+            server_result(10, send_result::SERVER_PARAMS_NOT_SET),
+        ],
+    )
+    .await;
+
+    // Joined to r1.
+    join(&e, &mut ev, "r1", "u1").await;
+    e.send_user_message("r1", "nobody", "x").await.unwrap();
+    e.send_user_message("r1", "", "x").await.unwrap();
+    e.send_user_binary_message("r1", "u2", too_long.as_bytes())
+        .await
+        .unwrap();
+    e.send_room_message("r1", &too_long).await.unwrap();
+    e.send_room_binary_message("r1", &longest).await.unwrap();
+    e.send_room_message("r2", "x").await.unwrap();
+    e.send_room_message("not a room id", "x").await.unwrap();
+    expect(
+        &mut ev,
+        &[
+            user_result("r1", 11, send_result::NO_RECEIVER),
+            user_result("r1", 12, send_result::EMPTY_USER),
+            user_result("r1", 13, send_result::EXCEED_MAX_LENGTH),
+            room_result("r1", 14, room_send_result::EXCEED_MAX_LENGTH),
+            room_result("r1", 15, room_send_result::SUCCESS),
+            room_result("r2", 16, room_send_result::NOT_JOIN),
+            room_result("not a room id", 17, room_send_result::NOT_JOIN),
+        ],
+    )
+    .await;
+
+    // The peer got exactly the two messages of 64 KiB, nothing longer.
+    expect(
+        &mut ev_peer,
+        &[
+            Event::UserBinaryMessageReceivedOutsideRoom {
+                msgid: 1,
+                uid: "u1".into(),
+                message: longest.clone().into(),
+            },
+            Event::RoomBinaryMessageReceived {
+                room_id: "r1".into(),
+                msgid: 2,
+                uid: "u1".into(),
+                message: longest.into(),
+            },
+        ],
+    )
+    .await;
+
+    // A recipient that has left is no receiver.
+    peer.leave_room("r1").await.unwrap();
+    expect(
+        &mut ev_peer,
+        &[Event::LeaveRoom {
+            room_id: "r1".into(),
+        }],
+    )
+    .await;
+    e.send_user_message("r1", "u2", "x").await.unwrap();
+    expect(&mut ev, &[user_result("r1", 18, send_result::NO_RECEIVER)]).await;
+}
+
+#[tokio::test]
+async fn the_send_rate_counts_every_send_of_a_connection() {
+    // Two sends per second, with a burst of two: a third at once is refused, whatever its kind.
+    let (_server, base) = start_with("presence_events = false\nclient_send_rate = 2").await;
+    let (a, mut ev_a) = user(&base, "u1", &["r1"]).await;
+    let (b, mut ev_b) = user(&base, "u2", &["r1"]).await;
+
+    a.send_room_message("r1", "1").await.unwrap();
+    a.send_user_message("r1", "u2", "2").await.unwrap();
+    a.send_user_message_outside_room("u2", "3").await.unwrap();
+    a.send_room_message("r1", "4").await.unwrap();
+    a.send_user_message("r1", "u2", "5").await.unwrap();
+    expect(
+        &mut ev_a,
+        &[
+            room_result("r1", 1, room_send_result::SUCCESS),
+            user_result("r1", 2, send_result::SUCCESS),
+            outside_result(3, send_result::EXCEED_QPS),
+            room_result("r1", 4, room_send_result::EXCEED_QPS),
+            user_result("r1", 5, send_result::EXCEED_QPS),
+        ],
+    )
+    .await;
+    // The limit is a's alone: b sends as usual.
+    b.send_room_message("r1", "b").await.unwrap();
+    expect(
+        &mut ev_b,
+        &[
+            Event::RoomMessageReceived {
+                room_id: "r1".into(),
+                msgid: 1,
+                uid: "u1".into(),
+                message: "1".into(),
+            },
+            Event::UserMessageReceived {
+                room_id: "r1".into(),
+                msgid: 2,
+                uid: "u1".into(),
+                message: "2".into(),
+            },
+            room_result("r1", 1, room_send_result::SUCCESS),
+        ],
+    )
+    .await;
+    marker(&base, "r1").await;
+    expect(
+        &mut ev_a,
+        &[
+            Event::RoomMessageReceived {
+                room_id: "r1".into(),
+                msgid: 1,
+                uid: "u2".into(),
+                message: "b".into(),
+            },
+            marker_received("r1", 2),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn members_see_each_other_join_and_leave_with_the_vendor_reasons() {
+    let (_server, base) = start().await;
+    let (_a, mut ev_a) = user(&base, "u1", &["r1"]).await;
+    let (b, mut ev_b) = user(&base, "u2", &[]).await;
+    let joined = |uid: &str| Event::UserJoined {
+        room_id: "r1".into(),
+        uid: uid.into(),
+    };
+    let left = |reason| Event::UserLeave {
+        room_id: "r1".into(),
+        uid: "u2".into(),
+        reason,
+    };
+
+    // The joiner hears of those already there right after its own answer; they hear of it.
+    join(&b, &mut ev_b, "r1", "u2").await;
+    expect(&mut ev_b, &[joined("u1")]).await;
+    expect(&mut ev_a, &[joined("u2")]).await;
+
+    b.leave_room("r1").await.unwrap();
+    expect(
+        &mut ev_b,
+        &[Event::LeaveRoom {
+            room_id: "r1".into(),
+        }],
+    )
+    .await;
+    expect(&mut ev_a, &[left(user_leave_reason::QUIT)]).await;
+
+    join(&b, &mut ev_b, "r1", "u2").await;
+    expect(&mut ev_b, &[joined("u1")]).await;
+    expect(&mut ev_a, &[joined("u2")]).await;
+    let api = OpenApiClient::new(&base, AK, SK).unwrap();
+    let kick = json!({"AppId": APP_ID, "RoomId": "r1", "UserId": "u2"});
+    ok(api.call("KickUser", "2020-12-01", &kick).await);
+    expect(
+        &mut ev_b,
+        &[Event::RoomStateChanged {
+            room_id: "r1".into(),
+            uid: "u2".into(),
+            state: room_state::KICKED_OUT,
+            extra_info: r#"{"elapsed":0,"join_type":0}"#.into(),
+        }],
+    )
+    .await;
+    expect(&mut ev_a, &[left(user_leave_reason::KICKED_BY_ADMIN)]).await;
+
+    join(&b, &mut ev_b, "r1", "u2").await;
+    expect(&mut ev_b, &[joined("u1")]).await;
+    expect(&mut ev_a, &[joined("u2")]).await;
+    b.close().await;
+    expect(&mut ev_a, &[left(user_leave_reason::DROPPED)]).await;
+
+    // Nothing else reached a.
+    marker(&base, "r1").await;
+    expect(&mut ev_a, &[marker_received("r1", 1)]).await;
+}
+
+#[tokio::test]
+async fn get_peer_online_status_follows_logins() {
+    let (_server, base) = start().await;
+    let (a, mut ev_a) = user(&base, "u1", &[]).await;
+    let (b, mut ev_b) = connect(&base, APP_ID).await.unwrap();
+
+    // Asking needs no login of one's own.
+    b.get_peer_online_status("u1").await.unwrap();
+    expect(&mut ev_b, &[peer_status("u1", online_status::ONLINE)]).await;
+    a.get_peer_online_status("u2").await.unwrap();
+    expect(&mut ev_a, &[peer_status("u2", online_status::OFFLINE)]).await;
+
+    b.login(&token("u2", ""), "u2").await.unwrap();
+    assert!(matches!(
+        next(&mut ev_b).await,
+        Event::LoginResult { error_code: 0, .. }
+    ));
+    a.get_peer_online_status("u2").await.unwrap();
+    expect(&mut ev_a, &[peer_status("u2", online_status::ONLINE)]).await;
+
+    // A room membership is not a login.
+    join(&b, &mut ev_b, "r1", "u9").await;
+    a.get_peer_online_status("u9").await.unwrap();
+    expect(&mut ev_a, &[peer_status("u9", online_status::OFFLINE)]).await;
+
+    b.logout().await.unwrap();
+    expect(&mut ev_b, &[Event::Logout { reason: 0 }]).await;
+    a.get_peer_online_status("u2").await.unwrap();
+    expect(&mut ev_a, &[peer_status("u2", online_status::OFFLINE)]).await;
+    a.logout().await.unwrap();
+    expect(&mut ev_a, &[Event::Logout { reason: 0 }]).await;
+    b.get_peer_online_status("u1").await.unwrap();
+    expect(&mut ev_b, &[peer_status("u1", online_status::OFFLINE)]).await;
+}
+
+#[tokio::test]
+async fn set_server_params_accepts_only_urls_on_the_allow_list() {
+    let (_server, base) = start_with(r#"server_message_urls = ["http://127.0.0.1:9/rtc/"]"#).await;
+    let (e, mut ev) = connect(&base, APP_ID).await.unwrap();
+    let set = |error| Event::ServerParamsSetResult { error };
+    const ALLOWED: &str = "http://127.0.0.1:9/rtc/messages";
+
+    e.set_server_params("sig", ALLOWED).await.unwrap();
+    expect(&mut ev, &[set(send_result::NOT_LOGIN)]).await;
+
+    e.login(&token("u1", ""), "u1").await.unwrap();
+    assert!(matches!(
+        next(&mut ev).await,
+        Event::LoginResult { error_code: 0, .. }
+    ));
+    for refused in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:9/rtcx",
+        "https://127.0.0.1:9/rtc/messages",
+        "http://127.0.0.1:10/rtc/messages",
+        "http://127.0.0.1:9@evil.example/rtc/",
+        "not a url",
+    ] {
+        e.set_server_params("sig", refused).await.unwrap();
+        assert_eq!(
+            next(&mut ev).await,
+            set(send_result::SERVER_PARAMS_NOT_SET),
+            "{refused}"
+        );
+    }
+    e.set_server_params("", ALLOWED).await.unwrap();
+    expect(&mut ev, &[set(send_result::SERVER_PARAMS_NOT_SET)]).await;
+    e.set_server_params("sig", ALLOWED).await.unwrap();
+    expect(&mut ev, &[set(send_result::SERVER_PARAMS_SET)]).await;
+
+    // A refused URL afterwards unsets the parameters: server sends are refused again, with no
+    // request made.
+    e.set_server_params("sig", "http://169.254.169.254/")
+        .await
+        .unwrap();
+    expect(&mut ev, &[set(send_result::SERVER_PARAMS_NOT_SET)]).await;
+    assert_eq!(e.send_server_message("x").await.unwrap(), 1);
+    expect(
+        &mut ev,
+        &[server_result(1, send_result::SERVER_PARAMS_NOT_SET)],
+    )
+    .await;
 }

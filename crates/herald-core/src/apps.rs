@@ -15,6 +15,59 @@ pub struct AppSpec {
     pub qps_limit: u32,
     /// Access keys (AK, SK) allowed to call the OpenAPI for this app.
     pub access_keys: Vec<(String, String)>,
+    /// Messages per second one connection may send (`sendUserMessage…`, `sendRoomMessage`,
+    /// `sendServerMessage` together).
+    pub client_send_rate: u32,
+    /// Whether room members are told of each other (`onUserJoined`, `onUserLeave`). Costs one
+    /// event per member for every join and leave.
+    pub presence_events: bool,
+    /// URL prefixes `setServerParams` may point at (`scheme://host[:port]/path…`); empty: none.
+    pub server_message_urls: Vec<String>,
+}
+
+impl AppSpec {
+    /// An app with the defaults for everything but its id and key.
+    pub fn new(app_id: AppId, app_key: impl Into<String>) -> Self {
+        AppSpec {
+            app_id,
+            app_key: app_key.into(),
+            qps_limit: 500,
+            access_keys: Vec::new(),
+            client_send_rate: 100,
+            presence_events: true,
+            server_message_urls: Vec::new(),
+        }
+    }
+
+    /// Whether `url` is allowed by the app's allow-list: the same scheme, host and port as an
+    /// entry, and a path that starts with the entry's path. Compared on the parsed origin, so
+    /// `http://good.example.evil.test/` never matches an entry for `http://good.example/`.
+    pub fn server_url_allowed(&self, url: &str) -> bool {
+        let Some((origin, path)) = split_url(url) else {
+            return false;
+        };
+        self.server_message_urls.iter().any(|entry| {
+            split_url(entry)
+                .is_some_and(|(o, p)| o.eq_ignore_ascii_case(origin) && path.starts_with(p))
+        })
+    }
+}
+
+/// Splits `scheme://authority/path` into (`scheme://authority`, `/path`). Refuses userinfo
+/// (`user@host`), which could hide the real host, and anything that is not http or https.
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let scheme_len = url.len() - rest.len();
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    if authority.is_empty() || authority.contains('@') || url.chars().any(char::is_whitespace) {
+        return None;
+    }
+    let path = &rest[authority_end..];
+    let path = if path.is_empty() { "/" } else { path };
+    Some((&url[..scheme_len + authority_end], path))
 }
 
 /// Why a set of app specs cannot be served.
@@ -80,5 +133,43 @@ impl Registry {
     /// The access key with this id.
     pub fn access_key(&self, ak: &str) -> Option<&AccessKey> {
         self.keys.get(ak)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_match_on_origin_and_path_prefix() {
+        let mut spec = AppSpec::new(AppId::new("a").unwrap(), "k");
+        spec.server_message_urls = vec![
+            "http://biz.example:8080/rtc/".into(),
+            "https://b.example".into(),
+        ];
+        for ok in [
+            "http://biz.example:8080/rtc/",
+            "http://biz.example:8080/rtc/messages?x=1",
+            "https://b.example/anything",
+            "https://b.example",
+        ] {
+            assert!(spec.server_url_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "http://biz.example:8080/other",
+            "http://biz.example/rtc/",
+            "http://biz.example:8080.evil.test/rtc/",
+            "http://evil@biz.example:8080/rtc/",
+            "https://b.example.evil.test/",
+            "ftp://b.example/",
+            "http://biz.example:8080/rtc/ x",
+            "",
+            "b.example",
+        ] {
+            assert!(!spec.server_url_allowed(bad), "{bad}");
+        }
+        assert!(
+            !AppSpec::new(AppId::new("a").unwrap(), "k").server_url_allowed("https://b.example/")
+        );
     }
 }

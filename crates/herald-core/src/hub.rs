@@ -10,14 +10,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use herald_proto::client::{login_error, logout_reason, room_state, Delivery, Event, MessageKind};
-use herald_proto::ids::{AppId, RoomId, UserId};
+use bytes::Bytes;
+use herald_proto::client::{
+    login_error, logout_reason, online_status, room_send_result, room_state, send_result,
+    user_leave_reason, Delivery, Event, MessageKind, MAX_CLIENT_MESSAGE_BYTES,
+};
+use herald_proto::ids::{is_valid_id, AppId, RoomId, UserId};
 use herald_proto::openapi::{ApiError, ErrorCode, SendRequest, Target};
 use herald_proto::token::AccessToken;
 use parking_lot::Mutex;
 
 use crate::apps::{AppSpec, Registry};
-use crate::rate::{RetryAfter, SlidingWindow};
+use crate::rate::{Gcra, RetryAfter, SlidingWindow};
 use crate::time::Timestamp;
 
 /// Identifies one client connection within a hub.
@@ -42,6 +46,74 @@ pub trait Outbox: Send + Sync {
     fn message(&self, delivery: &Delivery, accepted: Timestamp) -> Offer;
     /// Queues a control event.
     fn event(&self, event: &Event) -> Offer;
+}
+
+/// Why a user left a room or ended a login, as the hooks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The user called `leaveRoom` / `logout`.
+    Left,
+    /// The connection ended (closed, heartbeat timeout, slow consumer).
+    ConnectionLost,
+    /// The business server removed the user (`KickUser`).
+    Kicked,
+}
+
+/// Presence facts, for webhooks. Called under the app lock: implementations only queue. A login
+/// or membership taken over by another connection with the same user id is no change of presence
+/// and calls nothing.
+pub trait Hooks: Send + Sync {
+    /// `uid` joined `room`.
+    fn user_joined(&self, app: &AppId, room: &RoomId, uid: &UserId, at: Timestamp);
+    /// `uid` left `room`, which it had joined at `joined_at`.
+    fn user_left(
+        &self,
+        app: &AppId,
+        room: &RoomId,
+        uid: &UserId,
+        why: Departure,
+        joined_at: Timestamp,
+        at: Timestamp,
+    );
+    /// `uid` logged in.
+    fn user_login(&self, app: &AppId, uid: &UserId, at: Timestamp);
+    /// `uid`'s login ended; it had logged in at `since`.
+    fn user_logout(
+        &self,
+        app: &AppId,
+        uid: &UserId,
+        why: Departure,
+        since: Timestamp,
+        at: Timestamp,
+    );
+}
+
+/// Hooks that do nothing.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn user_joined(&self, _: &AppId, _: &RoomId, _: &UserId, _: Timestamp) {}
+    fn user_left(
+        &self,
+        _: &AppId,
+        _: &RoomId,
+        _: &UserId,
+        _: Departure,
+        _: Timestamp,
+        _: Timestamp,
+    ) {
+    }
+    fn user_login(&self, _: &AppId, _: &UserId, _: Timestamp) {}
+    fn user_logout(&self, _: &AppId, _: &UserId, _: Departure, _: Timestamp, _: Timestamp) {}
+}
+
+/// Where `sendServerMessage` goes: what `setServerParams` stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerParams {
+    /// The opaque signature string, sent with every message.
+    pub signature: String,
+    /// The business server's URL (allowed by the app's allow-list).
+    pub url: String,
 }
 
 /// What a send did for one recipient.
@@ -131,12 +203,15 @@ pub struct Stats {
 struct Member {
     session: SessionId,
     outbox: Arc<dyn Outbox>,
+    since: Timestamp,
 }
 
 struct Session {
     outbox: Arc<dyn Outbox>,
     login: Option<UserId>,
     rooms: HashMap<RoomId, UserId>,
+    sends: Gcra,
+    server_params: Option<ServerParams>,
 }
 
 #[derive(Default)]
@@ -156,6 +231,7 @@ struct AppHub {
 pub struct Hub {
     apps: HashMap<AppId, AppHub>,
     next_session: AtomicU64,
+    hooks: Arc<dyn Hooks>,
 }
 
 /// The token checks shared by login and join: signature, app, user, room binding. Returns the
@@ -176,8 +252,13 @@ fn check_token(
 }
 
 impl Hub {
-    /// A hub serving every app of `registry`.
+    /// A hub serving every app of `registry`, without hooks.
     pub fn new(registry: &Registry) -> Self {
+        Hub::with_hooks(registry, Arc::new(NoHooks))
+    }
+
+    /// A hub serving every app of `registry` that reports presence to `hooks`.
+    pub fn with_hooks(registry: &Registry, hooks: Arc<dyn Hooks>) -> Self {
         let apps = registry
             .apps()
             .map(|spec| {
@@ -192,6 +273,7 @@ impl Hub {
         Hub {
             apps,
             next_session: AtomicU64::new(1),
+            hooks,
         }
     }
 
@@ -205,14 +287,16 @@ impl Hub {
                 outbox,
                 login: None,
                 rooms: HashMap::new(),
+                sends: Gcra::default(),
+                server_params: None,
             },
         );
         Some(id)
     }
 
     /// Removes a connection and everything it held (its login and its room memberships). Nothing
-    /// is sent to it: it is gone.
-    pub fn disconnect(&self, app: &str, session: SessionId) {
+    /// is sent to it: it is gone. The other members of its rooms see it leave (`DROPPED`).
+    pub fn disconnect(&self, app: &str, session: SessionId, now: Timestamp) {
         let Some(hub) = self.apps.get(app) else {
             return;
         };
@@ -221,10 +305,18 @@ impl Hub {
             return;
         };
         if let Some(uid) = s.login {
-            remove_login(&mut st, &uid, session);
+            self.end_login(hub, &mut st, &uid, session, Departure::ConnectionLost, now);
         }
         for (room, uid) in s.rooms {
-            remove_member(&mut st, &room, &uid, session);
+            self.end_membership(
+                hub,
+                &mut st,
+                &room,
+                &uid,
+                session,
+                Departure::ConnectionLost,
+                now,
+            );
         }
     }
 
@@ -259,15 +351,24 @@ impl Hub {
             Ok(_) if me.login.is_some() => login_error::LOGIN_FAILED,
             Ok(user) => {
                 let outbox = me.outbox.clone();
-                if let Some(old) = st.logins.get(&user).cloned() {
-                    if let Some(s) = st.sessions.get_mut(&old.session) {
-                        s.login = None;
+                let member = Member {
+                    session,
+                    outbox,
+                    since: now,
+                };
+                match st.logins.insert(user.clone(), member) {
+                    // The user stays logged in, on this connection now: no hook fires.
+                    Some(old) => {
+                        if let Some(s) = st.sessions.get_mut(&old.session) {
+                            s.login = None;
+                            s.server_params = None;
+                        }
+                        old.outbox.event(&Event::Logout {
+                            reason: logout_reason::DUPLICATE_LOGIN,
+                        });
                     }
-                    old.outbox.event(&Event::Logout {
-                        reason: logout_reason::DUPLICATE_LOGIN,
-                    });
+                    None => self.hooks.user_login(&hub.spec.app_id, &user, now),
                 }
-                st.logins.insert(user.clone(), Member { session, outbox });
                 if let Some(me) = st.sessions.get_mut(&session) {
                     me.login = Some(user);
                 }
@@ -284,7 +385,7 @@ impl Hub {
     }
 
     /// `logout()`: ends the connection's login, if any, and answers `onLogout(LOGOUT)`.
-    pub fn logout(&self, app: &str, session: SessionId) {
+    pub fn logout(&self, app: &str, session: SessionId, now: Timestamp) {
         let Some(hub) = self.apps.get(app) else {
             return;
         };
@@ -293,9 +394,10 @@ impl Hub {
             return;
         };
         let uid = me.login.take();
+        me.server_params = None;
         let outbox = me.outbox.clone();
         if let Some(uid) = uid {
-            remove_login(&mut st, &uid, session);
+            self.end_login(hub, &mut st, &uid, session, Departure::Left, now);
         }
         outbox.event(&Event::Logout {
             reason: logout_reason::LOGOUT,
@@ -336,26 +438,52 @@ impl Hub {
             Ok((r, _)) if me.rooms.contains_key(&r) => room_state::ROOM_ALREADY_JOINED,
             Ok((r, u)) => {
                 let members = st.rooms.entry(r.clone()).or_default();
-                if let Some(old) = members.insert(
-                    u.clone(),
-                    Member {
-                        session,
-                        outbox: outbox.clone(),
-                    },
-                ) {
-                    if let Some(s) = st.sessions.get_mut(&old.session) {
-                        s.rooms.remove(&r);
-                    }
+                let member = Member {
+                    session,
+                    outbox: outbox.clone(),
+                    since: now,
+                };
+                let replaced = members.insert(u.clone(), member);
+                if let Some(old) = &replaced {
                     old.outbox.event(&Event::RoomStateChanged {
                         room_id: r.to_string(),
                         uid: u.to_string(),
                         state: room_state::DUPLICATE_LOGIN,
                     });
                 }
+                // Answer first, then the presence: the joiner learns it is in before who is.
+                outbox.event(&Event::RoomStateChanged {
+                    room_id: room.to_owned(),
+                    uid: uid.to_owned(),
+                    state: room_state::JOINED,
+                });
+                // A replaced membership keeps the user id in the room: nobody else sees a change.
+                if replaced.is_none() {
+                    self.hooks.user_joined(&hub.spec.app_id, &r, &u, now);
+                }
+                if hub.spec.presence_events {
+                    for (other, m) in members.iter().filter(|(other, _)| **other != u) {
+                        if replaced.is_none() {
+                            m.outbox.event(&Event::UserJoined {
+                                room_id: r.to_string(),
+                                uid: u.to_string(),
+                            });
+                        }
+                        outbox.event(&Event::UserJoined {
+                            room_id: r.to_string(),
+                            uid: other.to_string(),
+                        });
+                    }
+                }
+                if let Some(old) = replaced {
+                    if let Some(s) = st.sessions.get_mut(&old.session) {
+                        s.rooms.remove(&r);
+                    }
+                }
                 if let Some(me) = st.sessions.get_mut(&session) {
                     me.rooms.insert(r, u);
                 }
-                room_state::JOINED
+                return room_state::JOINED;
             }
         };
         outbox.event(&Event::RoomStateChanged {
@@ -367,7 +495,7 @@ impl Hub {
     }
 
     /// `leaveRoom(roomId)`: leaves the room if joined, and answers `onLeaveRoom` either way.
-    pub fn leave_room(&self, app: &str, session: SessionId, room: &str) {
+    pub fn leave_room(&self, app: &str, session: SessionId, room: &str, now: Timestamp) {
         let Some(hub) = self.apps.get(app) else {
             return;
         };
@@ -380,7 +508,7 @@ impl Hub {
             .ok()
             .and_then(|r| me.rooms.remove_entry(&r));
         if let Some((r, uid)) = left {
-            remove_member(&mut st, &r, &uid, session);
+            self.end_membership(hub, &mut st, &r, &uid, session, Departure::Left, now);
         }
         outbox.event(&Event::LeaveRoom {
             room_id: room.to_owned(),
@@ -475,19 +603,362 @@ impl Hub {
     }
 }
 
-fn remove_login(st: &mut AppState, uid: &UserId, session: SessionId) {
-    if st.logins.get(uid).is_some_and(|m| m.session == session) {
-        st.logins.remove(uid);
-    }
-}
-
-fn remove_member(st: &mut AppState, room: &RoomId, uid: &UserId, session: SessionId) {
-    if let Some(members) = st.rooms.get_mut(room) {
-        if members.get(uid).is_some_and(|m| m.session == session) {
-            members.remove(uid);
+impl Hub {
+    /// Ends `uid`'s login if it belongs to `session` (a newer login of the same user stays).
+    fn end_login(
+        &self,
+        hub: &AppHub,
+        st: &mut AppState,
+        uid: &UserId,
+        session: SessionId,
+        why: Departure,
+        now: Timestamp,
+    ) {
+        if st.logins.get(uid).is_some_and(|m| m.session == session) {
+            if let Some(m) = st.logins.remove(uid) {
+                self.hooks
+                    .user_logout(&hub.spec.app_id, uid, why, m.since, now);
+            }
         }
+    }
+
+    /// Ends `uid`'s membership of `room` if it belongs to `session`, tells the other members, and
+    /// forgets the room when it is empty.
+    #[allow(clippy::too_many_arguments)]
+    fn end_membership(
+        &self,
+        hub: &AppHub,
+        st: &mut AppState,
+        room: &RoomId,
+        uid: &UserId,
+        session: SessionId,
+        why: Departure,
+        now: Timestamp,
+    ) {
+        let Some(members) = st.rooms.get_mut(room) else {
+            return;
+        };
+        if members.get(uid).is_none_or(|m| m.session != session) {
+            return;
+        }
+        let Some(gone) = members.remove(uid) else {
+            return;
+        };
+        let reason = match why {
+            Departure::Left => user_leave_reason::QUIT,
+            Departure::ConnectionLost => user_leave_reason::DROPPED,
+            Departure::Kicked => user_leave_reason::KICKED_BY_ADMIN,
+        };
+        if hub.spec.presence_events {
+            for m in members.values() {
+                m.outbox.event(&Event::UserLeave {
+                    room_id: room.to_string(),
+                    uid: uid.to_string(),
+                    reason,
+                });
+            }
+        }
+        self.hooks
+            .user_left(&hub.spec.app_id, room, uid, why, gone.since, now);
         if members.is_empty() {
             st.rooms.remove(room);
         }
+    }
+
+    /// `KickUser`: removes `uid` from `room`. The kicked connection gets
+    /// `onRoomStateChanged(KICKED_OUT)`, the others `onUserLeave(KICKED_BY_ADMIN)`. Returns whether
+    /// the user was in the room.
+    pub fn kick(&self, app: &str, room: &RoomId, uid: &UserId, now: Timestamp) -> bool {
+        let Some(hub) = self.apps.get(app) else {
+            return false;
+        };
+        let mut st = hub.state.lock();
+        let Some(member) = st.rooms.get(room).and_then(|m| m.get(uid)).cloned() else {
+            return false;
+        };
+        if let Some(s) = st.sessions.get_mut(&member.session) {
+            s.rooms.remove(room);
+        }
+        member.outbox.event(&Event::RoomStateChanged {
+            room_id: room.to_string(),
+            uid: uid.to_string(),
+            state: room_state::KICKED_OUT,
+        });
+        self.end_membership(
+            hub,
+            &mut st,
+            room,
+            uid,
+            member.session,
+            Departure::Kicked,
+            now,
+        );
+        true
+    }
+
+    /// The user ids in `room`, sorted; `None` when the room does not exist (has no members).
+    pub fn room_users(&self, app: &str, room: &RoomId) -> Option<Vec<UserId>> {
+        let hub = self.apps.get(app)?;
+        let st = hub.state.lock();
+        let mut users: Vec<UserId> = st.rooms.get(room)?.keys().cloned().collect();
+        users.sort();
+        Some(users)
+    }
+
+    /// `getPeerOnlineStatus(peerUserId)`: answers `onGetPeerOnlineStatus`.
+    pub fn get_peer_online_status(&self, app: &str, session: SessionId, peer: &str) {
+        let Some(hub) = self.apps.get(app) else {
+            return;
+        };
+        let st = hub.state.lock();
+        let Some(me) = st.sessions.get(&session) else {
+            return;
+        };
+        let status = if st.logins.contains_key(peer) {
+            online_status::ONLINE
+        } else {
+            online_status::OFFLINE
+        };
+        me.outbox.event(&Event::GetPeerOnlineStatus {
+            peer_user_id: peer.to_owned(),
+            status,
+        });
+    }
+
+    /// `setServerParams(signature, url)`: stores them if the connection is logged in and the URL
+    /// is on the app's allow-list; answers `onServerParamsSetResult` (200, `NOT_LOGIN`, or
+    /// `SERVER_PARAMS_NOT_SET` for an empty signature or a URL not allowed).
+    pub fn set_server_params(
+        &self,
+        app: &str,
+        session: SessionId,
+        signature: &str,
+        url: &str,
+    ) -> i32 {
+        let Some(hub) = self.apps.get(app) else {
+            return send_result::SERVER_PARAMS_NOT_SET;
+        };
+        let mut st = hub.state.lock();
+        let Some(me) = st.sessions.get_mut(&session) else {
+            return send_result::SERVER_PARAMS_NOT_SET;
+        };
+        let result = if me.login.is_none() {
+            send_result::NOT_LOGIN
+        } else if signature.is_empty() || !hub.spec.server_url_allowed(url) {
+            me.server_params = None;
+            send_result::SERVER_PARAMS_NOT_SET
+        } else {
+            me.server_params = Some(ServerParams {
+                signature: signature.to_owned(),
+                url: url.to_owned(),
+            });
+            send_result::SERVER_PARAMS_SET
+        };
+        me.outbox
+            .event(&Event::ServerParamsSetResult { error: result });
+        result
+    }
+
+    /// Checks a `sendServerMessage` (logged in, parameters set, size, rate) and returns where to
+    /// post it and as whom. On refusal the hub answers `onServerMessageSendResult` itself; on
+    /// success the edge posts and answers.
+    pub fn prepare_server_message(
+        &self,
+        app: &str,
+        session: SessionId,
+        msgid: u64,
+        len: usize,
+        now: Timestamp,
+    ) -> Option<(ServerParams, UserId)> {
+        let hub = self.apps.get(app)?;
+        let mut st = hub.state.lock();
+        let me = st.sessions.get_mut(&session)?;
+        let checked = match (&me.login, &me.server_params) {
+            (None, _) => Err(send_result::NOT_LOGIN),
+            (_, None) => Err(send_result::SERVER_PARAMS_NOT_SET),
+            _ if len > MAX_CLIENT_MESSAGE_BYTES => Err(send_result::EXCEED_MAX_LENGTH),
+            (Some(uid), Some(params)) => match me.sends.check(hub.spec.client_send_rate, now) {
+                Err(_) => Err(send_result::EXCEED_QPS),
+                Ok(()) => Ok((params.clone(), uid.clone())),
+            },
+        };
+        match checked {
+            Ok(target) => Some(target),
+            Err(error) => {
+                me.outbox.event(&Event::ServerMessageSendResult {
+                    msgid,
+                    error,
+                    message: String::new(),
+                });
+                None
+            }
+        }
+    }
+
+    /// `sendUserMessageOutsideRoom` / `sendUserBinaryMessageOutsideRoom`: from the connection's
+    /// login to another logged-in user. Answers `onUserMessageSendResultOutsideRoom`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_user_outside_room(
+        &self,
+        app: &str,
+        session: SessionId,
+        msgid: u64,
+        to: &str,
+        binary: bool,
+        payload: &Bytes,
+        now: Timestamp,
+    ) -> i32 {
+        let Some(hub) = self.apps.get(app) else {
+            return send_result::NOT_LOGIN;
+        };
+        let mut st = hub.state.lock();
+        let st = &mut *st;
+        let Some(me) = st.sessions.get_mut(&session) else {
+            return send_result::NOT_LOGIN;
+        };
+        let error = match &me.login {
+            None => send_result::NOT_LOGIN,
+            Some(_) if !is_valid_id(to) => send_result::EMPTY_USER,
+            Some(_) if payload.len() > MAX_CLIENT_MESSAGE_BYTES => send_result::EXCEED_MAX_LENGTH,
+            Some(from) => match me.sends.check(hub.spec.client_send_rate, now) {
+                Err(_) => send_result::EXCEED_QPS,
+                Ok(()) => match st.logins.get(to) {
+                    None => send_result::NO_RECEIVER,
+                    Some(m) => {
+                        let d = Delivery::encode(
+                            MessageKind::OutsideRoom,
+                            from.as_str(),
+                            None,
+                            binary,
+                            payload,
+                        );
+                        user_result(m.outbox.message(&d, now))
+                    }
+                },
+            },
+        };
+        me.outbox
+            .event(&Event::UserMessageSendResultOutsideRoom { msgid, error });
+        error
+    }
+
+    /// `sendUserMessage` / `sendUserBinaryMessage`: to one member of a room the sender has
+    /// joined, from its uid in that room. Answers `onUserMessageSendResult`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_user_in_room(
+        &self,
+        app: &str,
+        session: SessionId,
+        msgid: u64,
+        room: &str,
+        to: &str,
+        binary: bool,
+        payload: &Bytes,
+        now: Timestamp,
+    ) -> i32 {
+        let Some(hub) = self.apps.get(app) else {
+            return send_result::NOT_JOIN;
+        };
+        let mut st = hub.state.lock();
+        let st = &mut *st;
+        let Some(me) = st.sessions.get_mut(&session) else {
+            return send_result::NOT_JOIN;
+        };
+        let joined = RoomId::new(room)
+            .ok()
+            .and_then(|r| me.rooms.get_key_value(&r));
+        let error = match joined {
+            None => send_result::NOT_JOIN,
+            Some(_) if !is_valid_id(to) => send_result::EMPTY_USER,
+            Some(_) if payload.len() > MAX_CLIENT_MESSAGE_BYTES => send_result::EXCEED_MAX_LENGTH,
+            Some((r, from)) => match me.sends.check(hub.spec.client_send_rate, now) {
+                Err(_) => send_result::EXCEED_QPS,
+                Ok(()) => match st.rooms.get(r).and_then(|m| m.get(to)) {
+                    None => send_result::NO_RECEIVER,
+                    Some(m) => {
+                        let d = Delivery::encode(
+                            MessageKind::RoomUser,
+                            from.as_str(),
+                            Some(r.as_str()),
+                            binary,
+                            payload,
+                        );
+                        user_result(m.outbox.message(&d, now))
+                    }
+                },
+            },
+        };
+        me.outbox.event(&Event::UserMessageSendResult {
+            room_id: room.to_owned(),
+            msgid,
+            error,
+        });
+        error
+    }
+
+    /// `sendRoomMessage` / `sendRoomBinaryMessage`: to every other member of a room the sender
+    /// has joined. Answers `onRoomMessageSendResult` (200 on success).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_room(
+        &self,
+        app: &str,
+        session: SessionId,
+        msgid: u64,
+        room: &str,
+        binary: bool,
+        payload: &Bytes,
+        now: Timestamp,
+    ) -> i32 {
+        let Some(hub) = self.apps.get(app) else {
+            return room_send_result::NOT_JOIN;
+        };
+        let mut st = hub.state.lock();
+        let st = &mut *st;
+        let Some(me) = st.sessions.get_mut(&session) else {
+            return room_send_result::NOT_JOIN;
+        };
+        let joined = RoomId::new(room)
+            .ok()
+            .and_then(|r| me.rooms.get_key_value(&r));
+        let error = match joined {
+            None => room_send_result::NOT_JOIN,
+            Some(_) if payload.len() > MAX_CLIENT_MESSAGE_BYTES => {
+                room_send_result::EXCEED_MAX_LENGTH
+            }
+            Some((r, from)) => match me.sends.check(hub.spec.client_send_rate, now) {
+                Err(_) => room_send_result::EXCEED_QPS,
+                Ok(()) => {
+                    let d = Delivery::encode(
+                        MessageKind::RoomBroadcast,
+                        from.as_str(),
+                        Some(r.as_str()),
+                        binary,
+                        payload,
+                    );
+                    if let Some(members) = st.rooms.get(r) {
+                        for (uid, m) in members {
+                            if uid != from {
+                                m.outbox.message(&d, now);
+                            }
+                        }
+                    }
+                    room_send_result::SUCCESS
+                }
+            },
+        };
+        me.outbox.event(&Event::RoomMessageSendResult {
+            room_id: room.to_owned(),
+            msgid,
+            error,
+        });
+        error
+    }
+}
+
+fn user_result(offer: Offer) -> i32 {
+    match offer {
+        Offer::Queued => send_result::SUCCESS,
+        Offer::Overflow => send_result::BROKEN,
+        Offer::Closed => send_result::NO_RECEIVER,
     }
 }

@@ -64,14 +64,22 @@ impl Recorder {
     }
 }
 
+fn spec(id: &str, qps: u32, presence: bool) -> AppSpec {
+    let mut spec = AppSpec::new(AppId::new(id).unwrap(), KEY);
+    spec.qps_limit = qps;
+    spec.presence_events = presence;
+    spec.client_send_rate = 5;
+    spec.server_message_urls = vec!["http://127.0.0.1:9/biz/".into()];
+    spec
+}
+
+/// A hub whose apps send no presence events, so tests of routing see only what they route.
 fn hub(qps: u32) -> Hub {
-    let spec = |id: &str| AppSpec {
-        app_id: AppId::new(id).unwrap(),
-        app_key: KEY.into(),
-        qps_limit: qps,
-        access_keys: vec![],
-    };
-    Hub::new(&Registry::new(vec![spec(APP), spec(OTHER_APP)]).unwrap())
+    Hub::new(&Registry::new(vec![spec(APP, qps, false), spec(OTHER_APP, qps, false)]).unwrap())
+}
+
+fn presence_hub(hooks: Arc<dyn herald_core::hub::Hooks>) -> Hub {
+    Hub::with_hooks(&Registry::new(vec![spec(APP, 500, true)]).unwrap(), hooks)
 }
 
 fn token(app: &str, room: &str, uid: &str, expire_at: u32) -> String {
@@ -354,8 +362,8 @@ fn leave_logout_and_disconnect_clean_up() {
         hub.join_room(APP, id, "r2", "u9", &token(APP, "r2", "u9", 0), now()),
         0
     );
-    hub.leave_room(APP, id, "r1");
-    hub.logout(APP, id);
+    hub.leave_room(APP, id, "r1", now());
+    hub.logout(APP, id, now());
     let events = rec.take();
     assert_eq!(
         events[2],
@@ -369,12 +377,12 @@ fn leave_logout_and_disconnect_clean_up() {
         (st.sessions, st.logins, st.rooms, st.room_members),
         (1, 0, 1, 1)
     );
-    hub.disconnect(APP, id);
+    hub.disconnect(APP, id, now());
     assert_eq!(hub.stats(), Default::default());
     // A disconnected session's old login entry does not remove a newer login of the same user.
     let (old, _) = login(&hub, "u2");
     let (_new, _) = login(&hub, "u2");
-    hub.disconnect(APP, old);
+    hub.disconnect(APP, old, now());
     assert_eq!(hub.stats().logins, 1);
 }
 
@@ -420,4 +428,295 @@ fn a_full_outbox_is_reported_as_a_slow_consumer() {
         .unwrap();
     assert_eq!(s.queued, 1);
     assert_eq!(messages(&fast).len(), 1);
+}
+
+fn events(rec: &Recorder) -> Vec<Event> {
+    rec.take()
+        .into_iter()
+        .map(|f| match f {
+            Frame::Event(e) => e,
+            other => panic!("expected an event, got {other:?}"),
+        })
+        .collect()
+}
+
+fn bytes(s: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(s.as_bytes())
+}
+
+#[test]
+fn client_sends_outside_room_carry_every_result_code() {
+    use herald_proto::client::send_result::*;
+    let hub = hub(500);
+    let (anon, anon_rec) = connect(&hub);
+    let (a, a_rec) = login(&hub, "a");
+    let (_b, b_rec) = login(&hub, "b");
+    let msg = bytes("hi");
+    let send = |s, to: &str, p: &bytes::Bytes, t: Timestamp| {
+        hub.send_user_outside_room(APP, s, 9, to, false, p, t)
+    };
+
+    assert_eq!(send(anon, "b", &msg, now()), NOT_LOGIN);
+    assert_eq!(
+        events(&anon_rec),
+        vec![Event::UserMessageSendResultOutsideRoom {
+            msgid: 9,
+            error: NOT_LOGIN
+        }]
+    );
+    assert_eq!(send(a, "", &msg, now()), EMPTY_USER);
+    assert_eq!(send(a, "b c", &msg, now()), EMPTY_USER);
+    assert_eq!(send(a, "nobody", &msg, now()), NO_RECEIVER);
+    let big = bytes::Bytes::from(vec![b'x'; 64 * 1024 + 1]);
+    assert_eq!(send(a, "b", &big, now()), EXCEED_MAX_LENGTH);
+    // The rate (5/s in these tests) counts sends that got as far as the recipient lookup.
+    assert_eq!(send(a, "b", &msg, now()), SUCCESS);
+    for _ in 0..3 {
+        assert_eq!(send(a, "b", &msg, now()), SUCCESS);
+    }
+    assert_eq!(send(a, "b", &msg, now()), EXCEED_QPS);
+    assert_eq!(send(a, "b", &msg, now().add_micros(1_000_000)), SUCCESS);
+    let got = messages(&b_rec);
+    assert_eq!(got.len(), 5);
+    assert_eq!(
+        (got[0].kind, got[0].uid.as_str(), &got[0].payload[..]),
+        (MessageKind::OutsideRoom, "a", &b"hi"[..])
+    );
+    assert_eq!(events(&a_rec).len(), 10);
+}
+
+#[test]
+fn client_sends_in_rooms_reach_members_only() {
+    use herald_proto::client::{room_send_result, send_result};
+    let hub = hub(500);
+    let (a, a_rec) = join(&hub, "r1", "a");
+    let (_b, b_rec) = join(&hub, "r1", "b");
+    let (_c, c_rec) = join(&hub, "r2", "c");
+    let msg = bytes("yo");
+    assert_eq!(
+        hub.send_user_in_room(APP, a, 1, "r1", "b", true, &msg, now()),
+        send_result::SUCCESS
+    );
+    assert_eq!(
+        hub.send_user_in_room(APP, a, 2, "r1", "c", true, &msg, now()),
+        send_result::NO_RECEIVER
+    );
+    assert_eq!(
+        hub.send_user_in_room(APP, a, 3, "r2", "c", true, &msg, now()),
+        send_result::NOT_JOIN
+    );
+    assert_eq!(
+        hub.send_room(APP, a, 4, "r1", false, &msg, now()),
+        room_send_result::SUCCESS
+    );
+    assert_eq!(
+        hub.send_room(APP, a, 5, "r2", false, &msg, now()),
+        room_send_result::NOT_JOIN
+    );
+    let got = messages(&b_rec);
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].kind, got[0].binary, got[0].room_id.as_deref()),
+        (MessageKind::RoomUser, true, Some("r1"))
+    );
+    assert_eq!(
+        (got[1].kind, got[1].uid.as_str()),
+        (MessageKind::RoomBroadcast, "a")
+    );
+    assert!(c_rec.take().is_empty());
+    // The sender does not receive its own room message; it gets the five results.
+    assert_eq!(
+        events(&a_rec)[3],
+        Event::RoomMessageSendResult {
+            room_id: "r1".into(),
+            msgid: 4,
+            error: 200
+        }
+    );
+}
+
+#[derive(Default)]
+struct HookLog(Mutex<Vec<String>>);
+
+impl herald_core::hub::Hooks for HookLog {
+    fn user_joined(&self, _: &AppId, room: &RoomId, uid: &UserId, _: Timestamp) {
+        self.0.lock().push(format!("join {room} {uid}"));
+    }
+    fn user_left(
+        &self,
+        _: &AppId,
+        room: &RoomId,
+        uid: &UserId,
+        why: herald_core::hub::Departure,
+        _: Timestamp,
+        _: Timestamp,
+    ) {
+        self.0.lock().push(format!("leave {room} {uid} {why:?}"));
+    }
+    fn user_login(&self, _: &AppId, uid: &UserId, _: Timestamp) {
+        self.0.lock().push(format!("login {uid}"));
+    }
+    fn user_logout(
+        &self,
+        _: &AppId,
+        uid: &UserId,
+        why: herald_core::hub::Departure,
+        _: Timestamp,
+        _: Timestamp,
+    ) {
+        self.0.lock().push(format!("logout {uid} {why:?}"));
+    }
+}
+
+#[test]
+fn members_see_each_other_come_and_go_and_hooks_hear_it() {
+    let log = Arc::new(HookLog::default());
+    let hub = presence_hub(log.clone());
+    let (a, a_rec) = connect(&hub);
+    assert_eq!(
+        hub.join_room(APP, a, "r", "a", &token(APP, "r", "a", 0), now()),
+        0
+    );
+    let (b, b_rec) = connect(&hub);
+    assert_eq!(
+        hub.join_room(APP, b, "r", "b", &token(APP, "r", "b", 0), now()),
+        0
+    );
+    let joined = |uid: &str| Event::UserJoined {
+        room_id: "r".into(),
+        uid: uid.into(),
+    };
+    let state = |uid: &str, state| Event::RoomStateChanged {
+        room_id: "r".into(),
+        uid: uid.into(),
+        state,
+    };
+    assert_eq!(events(&a_rec), vec![state("a", 0), joined("b")]);
+    assert_eq!(events(&b_rec), vec![state("b", 0), joined("a")]);
+
+    // A duplicate join of "b" elsewhere: "a" sees nothing, the old "b" is told.
+    let (b2, b2_rec) = connect(&hub);
+    assert_eq!(
+        hub.join_room(APP, b2, "r", "b", &token(APP, "r", "b", 0), now()),
+        0
+    );
+    assert_eq!(events(&b_rec), vec![state("b", -1004)]);
+    assert_eq!(events(&b2_rec), vec![state("b", 0), joined("a")]);
+    assert!(a_rec.take().is_empty());
+    hub.disconnect(APP, b, now()); // the replaced connection's end changes nothing
+    assert!(a_rec.take().is_empty());
+
+    let leave = |uid: &str, reason| Event::UserLeave {
+        room_id: "r".into(),
+        uid: uid.into(),
+        reason,
+    };
+    assert!(hub.kick(APP, &room("r"), &uid("b"), now()));
+    assert_eq!(events(&b2_rec), vec![state("b", -1006)]);
+    assert_eq!(events(&a_rec), vec![leave("b", 3)]);
+    assert!(!hub.kick(APP, &room("r"), &uid("b"), now()));
+    assert_eq!(hub.room_users(APP, &room("r")), Some(vec![uid("a")]));
+
+    let (c, c_rec) = connect(&hub);
+    assert_eq!(
+        hub.join_room(APP, c, "r", "c", &token(APP, "r", "c", 0), now()),
+        0
+    );
+    c_rec.take();
+    a_rec.take();
+    hub.leave_room(APP, a, "r", now());
+    assert_eq!(events(&c_rec), vec![leave("a", 0)]);
+    hub.disconnect(APP, c, now());
+    assert_eq!(hub.room_users(APP, &room("r")), None);
+
+    assert_eq!(hub.login(APP, a, "a", &token(APP, "", "a", 0), now()), 0);
+    let (a2, _) = connect(&hub);
+    assert_eq!(hub.login(APP, a2, "a", &token(APP, "", "a", 0), now()), 0);
+    hub.logout(APP, a2, now());
+    assert_eq!(
+        *log.0.lock(),
+        [
+            "join r a",
+            "join r b",
+            "leave r b Kicked",
+            "join r c",
+            "leave r a Left",
+            "leave r c ConnectionLost",
+            "login a",
+            "logout a Left",
+        ]
+    );
+}
+
+#[test]
+fn peer_status_and_server_params() {
+    use herald_proto::client::send_result::*;
+    let hub = hub(500);
+    let (a, a_rec) = connect(&hub);
+    hub.get_peer_online_status(APP, a, "b");
+    let (_b, _) = login(&hub, "b");
+    hub.get_peer_online_status(APP, a, "b");
+    assert_eq!(
+        events(&a_rec),
+        vec![
+            Event::GetPeerOnlineStatus {
+                peer_user_id: "b".into(),
+                status: 0
+            },
+            Event::GetPeerOnlineStatus {
+                peer_user_id: "b".into(),
+                status: 1
+            },
+        ]
+    );
+    assert_eq!(
+        hub.set_server_params(APP, a, "sig", "http://127.0.0.1:9/biz/x"),
+        NOT_LOGIN
+    );
+    assert!(hub.prepare_server_message(APP, a, 1, 2, now()).is_none());
+    assert_eq!(hub.login(APP, a, "a", &token(APP, "", "a", 0), now()), 0);
+    assert!(hub.prepare_server_message(APP, a, 2, 2, now()).is_none());
+    assert_eq!(
+        hub.set_server_params(APP, a, "sig", "http://127.0.0.1:9/other"),
+        SERVER_PARAMS_NOT_SET
+    );
+    assert_eq!(
+        hub.set_server_params(APP, a, "", "http://127.0.0.1:9/biz/x"),
+        SERVER_PARAMS_NOT_SET
+    );
+    assert_eq!(
+        hub.set_server_params(APP, a, "sig", "http://127.0.0.1:9/biz/x"),
+        200
+    );
+    assert!(hub
+        .prepare_server_message(APP, a, 3, 64 * 1024 + 1, now())
+        .is_none());
+    let (params, from) = hub.prepare_server_message(APP, a, 4, 2, now()).unwrap();
+    assert_eq!(
+        (
+            params.url.as_str(),
+            params.signature.as_str(),
+            from.as_str()
+        ),
+        ("http://127.0.0.1:9/biz/x", "sig", "a")
+    );
+    let result = |msgid, error| Event::ServerMessageSendResult {
+        msgid,
+        error,
+        message: String::new(),
+    };
+    let got = events(&a_rec);
+    assert_eq!(got[0], Event::ServerParamsSetResult { error: NOT_LOGIN });
+    assert_eq!(got[1], result(1, NOT_LOGIN));
+    assert_eq!(got[3], result(2, SERVER_PARAMS_NOT_SET));
+    assert_eq!(got[7], result(3, EXCEED_MAX_LENGTH));
+    assert_eq!(
+        got.len(),
+        8,
+        "a prepared message is answered by the edge, not the hub"
+    );
+    // Logging out forgets the parameters.
+    hub.logout(APP, a, now());
+    assert_eq!(hub.login(APP, a, "a", &token(APP, "", "a", 0), now()), 0);
+    assert!(hub.prepare_server_message(APP, a, 5, 2, now()).is_none());
 }

@@ -54,9 +54,73 @@ pub mod room_state {
     pub const ROOM_ID_ILLEGAL: i32 = -1007;
     /// The token has expired.
     pub const TOKEN_EXPIRED: i32 = -1009;
+    /// The business server removed this user from the room (`KickUser`).
+    pub const KICKED_OUT: i32 = -1006;
     /// This connection has already joined the room.
     pub const ROOM_ALREADY_JOINED: i32 = -1013;
 }
+
+/// `UserMessageSendResult` (spec §5.3): results of `sendUserMessageOutsideRoom`,
+/// `sendUserMessage` and `sendServerMessage`, and the error values of `onServerParamsSetResult`.
+pub mod send_result {
+    /// Delivered to the recipient's connection (or answered 200 by the business server).
+    pub const SUCCESS: i32 = 0;
+    /// The recipient's connection is being cut off (slow consumer).
+    pub const BROKEN: i32 = 2;
+    /// The recipient is not logged in (out of room) or not in the room.
+    pub const NO_RECEIVER: i32 = 3;
+    /// Over this connection's messages-per-second limit.
+    pub const EXCEED_QPS: i32 = 5;
+    /// The business server did not answer (connection failed or 5 s passed).
+    pub const E2BS_SEND_FAILED: i32 = 17;
+    /// The business server answered with a status other than 200.
+    pub const E2BS_RETURN_FAILED: i32 = 18;
+    /// The sender has not joined the room.
+    pub const NOT_JOIN: i32 = 100;
+    /// The message is larger than 64 KiB.
+    pub const EXCEED_MAX_LENGTH: i32 = 103;
+    /// The recipient id is empty or breaks the id rule.
+    pub const EMPTY_USER: i32 = 104;
+    /// The sender is not logged in.
+    pub const NOT_LOGIN: i32 = 105;
+    /// `setServerParams` has not been called successfully (or its URL was refused).
+    pub const SERVER_PARAMS_NOT_SET: i32 = 106;
+    /// `onServerParamsSetResult` success value.
+    pub const SERVER_PARAMS_SET: i32 = 200;
+}
+
+/// `RoomMessageSendResult` (spec §5.3): results of `sendRoomMessage`. Note success is 200.
+pub mod room_send_result {
+    /// Delivered to the room.
+    pub const SUCCESS: i32 = 200;
+    /// Over this connection's messages-per-second limit.
+    pub const EXCEED_QPS: i32 = 5;
+    /// The sender has not joined the room.
+    pub const NOT_JOIN: i32 = 100;
+    /// The message is larger than 64 KiB.
+    pub const EXCEED_MAX_LENGTH: i32 = 103;
+}
+
+/// Reasons of `onUserLeave` (the vendor's values).
+pub mod user_leave_reason {
+    /// The user called `leaveRoom`.
+    pub const QUIT: i32 = 0;
+    /// The user's connection was lost (closed, heartbeat timeout, slow consumer).
+    pub const DROPPED: i32 = 1;
+    /// The business server removed the user (`KickUser`).
+    pub const KICKED_BY_ADMIN: i32 = 3;
+}
+
+/// `UserOnlineStatus` (spec §5.3).
+pub mod online_status {
+    /// Not logged in.
+    pub const OFFLINE: i32 = 0;
+    /// Logged in.
+    pub const ONLINE: i32 = 1;
+}
+
+/// The largest message a client may send (64 KiB), text in UTF-8 bytes or binary.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// WebSocket close codes Herald sends, beyond the RFC 6455 ones (1000 normal, 1001 going away,
 /// 1002 protocol error, 1007 invalid payload, 1008 policy, 1009 too big, 1011 internal).
@@ -72,8 +136,8 @@ pub mod close_code {
 pub mod error_code {
     /// The text frame is not JSON, or not a known call with its arguments.
     pub const BAD_CALL: i32 = 4003;
-    /// Clients send calls as text frames; binary frames are reserved.
-    pub const BINARY_NOT_SUPPORTED: i32 = 4004;
+    /// A binary frame that is not a valid send frame.
+    pub const BAD_FRAME: i32 = 4004;
 }
 
 /// A call from the client, with the vendor's method name and argument names.
@@ -108,6 +172,21 @@ pub enum Call {
         /// The room.
         #[serde(rename = "roomId")]
         room_id: String,
+    },
+    /// Ask whether a user is logged in. Answered by `onGetPeerOnlineStatus`.
+    #[serde(rename = "getPeerOnlineStatus")]
+    GetPeerOnlineStatus {
+        /// The user asked about.
+        #[serde(rename = "peerUserId")]
+        peer_user_id: String,
+    },
+    /// Set where `sendServerMessage` posts to. Answered by `onServerParamsSetResult`.
+    #[serde(rename = "setServerParams")]
+    SetServerParams {
+        /// An opaque string for the business server to check; sent with every message.
+        signature: String,
+        /// The business server's URL; must match the app's allow-list.
+        url: String,
     },
 }
 
@@ -159,6 +238,82 @@ pub enum Event {
         /// The room.
         #[serde(rename = "roomId")]
         room_id: String,
+    },
+    /// Another user joined a room this connection is in (also sent once for each member already
+    /// there, right after this connection joins).
+    #[serde(rename = "onUserJoined")]
+    UserJoined {
+        /// The room.
+        #[serde(rename = "roomId")]
+        room_id: String,
+        /// Who joined.
+        uid: String,
+    },
+    /// Another user left a room this connection is in.
+    #[serde(rename = "onUserLeave")]
+    UserLeave {
+        /// The room.
+        #[serde(rename = "roomId")]
+        room_id: String,
+        /// Who left.
+        uid: String,
+        /// A [`user_leave_reason`].
+        reason: i32,
+    },
+    /// The result of a `sendUserMessageOutsideRoom` / `sendUserBinaryMessageOutsideRoom`.
+    #[serde(rename = "onUserMessageSendResultOutsideRoom")]
+    UserMessageSendResultOutsideRoom {
+        /// The msgid the client gave the send.
+        msgid: u64,
+        /// A [`send_result`].
+        error: i32,
+    },
+    /// The result of a `sendUserMessage` / `sendUserBinaryMessage` in a room.
+    #[serde(rename = "onUserMessageSendResult")]
+    UserMessageSendResult {
+        /// The room.
+        #[serde(rename = "roomId")]
+        room_id: String,
+        /// The msgid the client gave the send.
+        msgid: u64,
+        /// A [`send_result`].
+        error: i32,
+    },
+    /// The result of a `sendRoomMessage` / `sendRoomBinaryMessage`.
+    #[serde(rename = "onRoomMessageSendResult")]
+    RoomMessageSendResult {
+        /// The room.
+        #[serde(rename = "roomId")]
+        room_id: String,
+        /// The msgid the client gave the send.
+        msgid: u64,
+        /// A [`room_send_result`] (200 on success).
+        error: i32,
+    },
+    /// The result of a `sendServerMessage` / `sendServerBinaryMessage`.
+    #[serde(rename = "onServerMessageSendResult")]
+    ServerMessageSendResult {
+        /// The msgid the client gave the send.
+        msgid: u64,
+        /// A [`send_result`].
+        error: i32,
+        /// The business server's response body, base64 (empty unless it answered).
+        message: String,
+    },
+    /// The answer to `getPeerOnlineStatus`.
+    #[serde(rename = "onGetPeerOnlineStatus")]
+    GetPeerOnlineStatus {
+        /// The user asked about.
+        #[serde(rename = "peerUserId")]
+        peer_user_id: String,
+        /// An [`online_status`].
+        status: i32,
+    },
+    /// The answer to `setServerParams`: 200, or a [`send_result`].
+    #[serde(rename = "onServerParamsSetResult")]
+    ServerParamsSetResult {
+        /// 200 on success.
+        error: i32,
     },
 }
 
@@ -342,6 +497,113 @@ impl ReceivedMessage {
     }
 }
 
+/// Frame type byte of a client → server send frame.
+pub const FRAME_SEND: u8 = 2;
+
+/// Length of the fixed part of a send frame: type, flags, op, msgid.
+pub const SEND_PREFIX_LEN: usize = 11;
+
+/// What a client send is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOp {
+    /// `sendUserMessageOutsideRoom`: to a logged-in user.
+    UserOutsideRoom = 1,
+    /// `sendUserMessage`: to one member of a room the sender has joined.
+    UserInRoom = 2,
+    /// `sendRoomMessage`: to every other member of a room the sender has joined.
+    Room = 3,
+    /// `sendServerMessage`: to the business server set with `setServerParams`.
+    Server = 4,
+}
+
+/// A message a client sends: one binary frame,
+/// `[FRAME_SEND, flags (bit 0 BINARY), op, msgid u64 LE, u8 n, to uid, u8 m, room id, payload]`.
+/// `to` is empty except for the two user ops; `room` is empty except for the two room ops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFrame {
+    /// What the send is for.
+    pub op: SendOp,
+    /// The client's id for this send, echoed in its result.
+    pub msgid: u64,
+    /// The recipient user, for the user ops.
+    pub to: String,
+    /// The room, for the room ops.
+    pub room_id: String,
+    /// True when `payload` is binary.
+    pub binary: bool,
+    /// The message.
+    pub payload: Bytes,
+}
+
+impl SendFrame {
+    /// Encodes the frame (the SDK side). Ids longer than 255 bytes are cut: the server refuses
+    /// anything over 128 anyway.
+    pub fn encode(&self) -> Bytes {
+        let to = &self.to.as_bytes()[..self.to.len().min(255)];
+        let room = &self.room_id.as_bytes()[..self.room_id.len().min(255)];
+        let mut b = BytesMut::with_capacity(
+            SEND_PREFIX_LEN + 2 + to.len() + room.len() + self.payload.len(),
+        );
+        b.put_u8(FRAME_SEND);
+        b.put_u8(if self.binary { flags::BINARY } else { 0 });
+        b.put_u8(self.op as u8);
+        b.put_u64_le(self.msgid);
+        b.put_u8(to.len() as u8);
+        b.put_slice(to);
+        b.put_u8(room.len() as u8);
+        b.put_slice(room);
+        b.put_slice(&self.payload);
+        b.freeze()
+    }
+
+    /// Decodes a send frame. Never panics. A frame whose msgid could be read but whose rest is
+    /// bad still fails: the server then answers `onError`.
+    pub fn decode(frame: Bytes) -> Result<Self, FrameError> {
+        if frame.len() < SEND_PREFIX_LEN + 2 {
+            return Err(FrameError::Truncated);
+        }
+        if frame[0] != FRAME_SEND {
+            return Err(FrameError::UnknownType(frame[0]));
+        }
+        if frame[1] & !flags::BINARY != 0 {
+            return Err(FrameError::BadFlags(frame[1]));
+        }
+        let op = match frame[2] {
+            1 => SendOp::UserOutsideRoom,
+            2 => SendOp::UserInRoom,
+            3 => SendOp::Room,
+            4 => SendOp::Server,
+            other => return Err(FrameError::UnknownType(other)),
+        };
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&frame[3..11]);
+        let mut at = SEND_PREFIX_LEN;
+        let mut take_str = |frame: &Bytes| -> Result<String, FrameError> {
+            let len = *frame.get(at).ok_or(FrameError::Truncated)? as usize;
+            let s = frame
+                .get(at + 1..at + 1 + len)
+                .ok_or(FrameError::Truncated)?;
+            at += 1 + len;
+            String::from_utf8(s.to_vec()).map_err(|_| FrameError::BadUtf8)
+        };
+        let to = take_str(&frame)?;
+        let room_id = take_str(&frame)?;
+        let binary = frame[1] & flags::BINARY != 0;
+        let payload = frame.slice(at..);
+        if !binary && std::str::from_utf8(&payload).is_err() {
+            return Err(FrameError::BadUtf8);
+        }
+        Ok(SendFrame {
+            op,
+            msgid: u64::from_le_bytes(id),
+            to,
+            room_id,
+            binary,
+            payload,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +666,51 @@ mod tests {
                 assert_eq!(&m.payload[..], b"hello");
             }
         }
+    }
+
+    #[test]
+    fn send_frames_round_trip_and_refuse_garbage() {
+        for (op, to, room) in [
+            (SendOp::UserOutsideRoom, "u2", ""),
+            (SendOp::UserInRoom, "u2", "r1"),
+            (SendOp::Room, "", "r1"),
+            (SendOp::Server, "", ""),
+        ] {
+            for binary in [false, true] {
+                let f = SendFrame {
+                    op,
+                    msgid: 7,
+                    to: to.into(),
+                    room_id: room.into(),
+                    binary,
+                    payload: Bytes::from_static(b"hello"),
+                };
+                let bytes = f.encode();
+                assert_eq!(SendFrame::decode(bytes.clone()).unwrap(), f);
+                for cut in 0..bytes.len() - 5 {
+                    assert!(
+                        SendFrame::decode(bytes.slice(..cut)).is_err(),
+                        "cut at {cut}"
+                    );
+                }
+            }
+        }
+        let mut bad = SendFrame {
+            op: SendOp::Room,
+            msgid: 1,
+            to: String::new(),
+            room_id: "r".into(),
+            binary: false,
+            payload: Bytes::from_static(&[0xff]),
+        }
+        .encode()
+        .to_vec();
+        assert_eq!(
+            SendFrame::decode(bad.clone().into()),
+            Err(FrameError::BadUtf8)
+        );
+        bad[2] = 9;
+        assert!(SendFrame::decode(bad.into()).is_err());
     }
 
     #[test]

@@ -106,15 +106,193 @@ impl ApiVersion {
     }
 }
 
-/// Resolves the `Action` and `Version` query values into a known operation.
+/// Resolves the `Action` and `Version` query values of a messaging action.
 pub fn resolve(action: &str, version: &str) -> Result<(Action, ApiVersion), ApiError> {
     match (Action::parse(action), ApiVersion::parse(version)) {
         (Some(a), Some(v)) => Ok((a, v)),
-        _ => Err(ApiError::new(
-            ErrorCode::InvalidActionOrVersion,
-            format!("Could not find operation {action} for version {version}."),
-        )),
+        _ => Err(unknown_operation(action, version)),
     }
+}
+
+fn unknown_operation(action: &str, version: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidActionOrVersion,
+        format!("Could not find operation {action} for version {version}."),
+    )
+}
+
+/// Every operation Herald serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// One of the four messaging actions (POST, rate-limited per app).
+    Send(Action),
+    /// `GetRoomOnlineUsers` (GET; versions `2023-08-01`, `2023-11-01`).
+    GetRoomOnlineUsers,
+    /// `KickUser` (POST; version `2020-12-01`).
+    KickUser,
+}
+
+impl Operation {
+    /// The action's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Send(a) => a.as_str(),
+            Operation::GetRoomOnlineUsers => "GetRoomOnlineUsers",
+            Operation::KickUser => "KickUser",
+        }
+    }
+
+    /// The HTTP method the operation is called with.
+    pub fn method(self) -> &'static str {
+        match self {
+            Operation::GetRoomOnlineUsers => "GET",
+            _ => "POST",
+        }
+    }
+}
+
+/// Resolves `Action` and `Version` into an operation, or `InvalidActionOrVersion`.
+pub fn resolve_operation(action: &str, version: &str) -> Result<Operation, ApiError> {
+    match (action, version) {
+        ("GetRoomOnlineUsers", "2023-08-01" | "2023-11-01") => Ok(Operation::GetRoomOnlineUsers),
+        ("KickUser", "2020-12-01") => Ok(Operation::KickUser),
+        _ => resolve(action, version).map(|(a, _)| Operation::Send(a)),
+    }
+}
+
+/// A validated `GetRoomOnlineUsers` query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomQuery {
+    /// The app.
+    pub app_id: AppId,
+    /// The room.
+    pub room_id: RoomId,
+}
+
+/// Validates the `AppId` and `RoomId` query parameters of `GetRoomOnlineUsers`.
+pub fn parse_room_query(
+    app_id: Option<&str>,
+    room_id: Option<&str>,
+) -> Result<RoomQuery, ApiError> {
+    let app_id = app_id.ok_or_else(|| ApiError::missing("AppId"))?;
+    let room_id = room_id.ok_or_else(|| ApiError::missing("RoomId"))?;
+    Ok(RoomQuery {
+        app_id: AppId::new(app_id).map_err(|_| illegal_app_id())?,
+        room_id: RoomId::new(room_id).map_err(|_| illegal_room_id())?,
+    })
+}
+
+/// `Result` of `GetRoomOnlineUsers` (spec §1.6). When the room does not exist only `RoomExists`
+/// is present. Herald has no invisible users, so the invisible count is always 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RoomOnlineUsers {
+    /// Whether the room has any member.
+    pub room_exists: bool,
+    /// Members.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub total_user: Option<u32>,
+    /// Member ids.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub visible_user_list: Option<Vec<String>>,
+    /// Always 0.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub total_invisible_user: Option<u32>,
+    /// Always empty.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub invisible_user_list: Option<Vec<String>>,
+}
+
+impl RoomOnlineUsers {
+    /// The result for a room with these members (`None`: no such room).
+    pub fn new(users: Option<Vec<String>>) -> Self {
+        match users {
+            None => RoomOnlineUsers {
+                room_exists: false,
+                total_user: None,
+                visible_user_list: None,
+                total_invisible_user: None,
+                invisible_user_list: None,
+            },
+            Some(users) => RoomOnlineUsers {
+                room_exists: true,
+                total_user: Some(users.len() as u32),
+                visible_user_list: Some(users),
+                total_invisible_user: Some(0),
+                invisible_user_list: Some(Vec::new()),
+            },
+        }
+    }
+}
+
+/// A validated `KickUser` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KickRequest {
+    /// The app.
+    pub app_id: AppId,
+    /// The room.
+    pub room_id: RoomId,
+    /// The user to remove.
+    pub user_id: UserId,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireKick<'a> {
+    #[serde(borrow)]
+    app_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    room_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+}
+
+/// Decodes and validates a `KickUser` body.
+pub fn parse_kick_request(body: &[u8]) -> Result<KickRequest, ApiError> {
+    let wire: WireKick<'_> = decode_body(body)?;
+    let app_id = wire.app_id.ok_or_else(|| ApiError::missing("AppId"))?;
+    let room_id = wire.room_id.ok_or_else(|| ApiError::missing("RoomId"))?;
+    let user_id = wire.user_id.ok_or_else(|| ApiError::missing("UserId"))?;
+    Ok(KickRequest {
+        app_id: AppId::new(&app_id).map_err(|_| illegal_app_id())?,
+        room_id: RoomId::new(&room_id).map_err(|_| illegal_room_id())?,
+        user_id: UserId::new(&user_id).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                "UserId must match [a-zA-Z0-9_@\\-\\.]{1,128}.",
+            )
+        })?,
+    })
+}
+
+/// The empty-body and JSON checks every POST body goes through.
+fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            ErrorCode::BodyIsEmpty,
+            "The request body is empty.",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Unmarshal,
+            format!("The request body is not a JSON object of the expected shape: {e}."),
+        )
+    })
+}
+
+fn illegal_app_id() -> ApiError {
+    ApiError::new(
+        ErrorCode::IllegalAppId,
+        "AppId must match [a-zA-Z0-9_@\\-\\.]{1,128}.",
+    )
+}
+
+fn illegal_room_id() -> ApiError {
+    ApiError::new(
+        ErrorCode::IllegalRoomId,
+        "RoomId must match [a-zA-Z0-9_@\\-\\.]{1,128}.",
+    )
 }
 
 /// Every error the OpenAPI can answer with. The wire code, `CodeN` and HTTP status of each live in
@@ -337,26 +515,10 @@ struct WireBody<'a> {
 /// Decodes and validates the JSON body of `action`. Checks run cheapest first, and the message is
 /// measured (and, for binary, decoded) last, so a bad request costs little.
 pub fn parse_send_request(action: Action, body: &[u8]) -> Result<SendRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::new(
-            ErrorCode::BodyIsEmpty,
-            "The request body is empty.",
-        ));
-    }
-    let wire: WireBody<'_> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::Unmarshal,
-            format!("The request body is not a JSON object of the expected shape: {e}."),
-        )
-    })?;
+    let wire: WireBody<'_> = decode_body(body)?;
 
     let app_id = wire.app_id.ok_or_else(|| ApiError::missing("AppId"))?;
-    let app_id = AppId::new(&app_id).map_err(|_| {
-        ApiError::new(
-            ErrorCode::IllegalAppId,
-            "AppId must match [a-zA-Z0-9_@\\-\\.]{1,128}.",
-        )
-    })?;
+    let app_id = AppId::new(&app_id).map_err(|_| illegal_app_id())?;
     let from = wire.from.ok_or_else(|| ApiError::missing("From"))?;
     let from = UserId::new(&from).map_err(|_| {
         ApiError::new(
@@ -371,12 +533,7 @@ pub fn parse_send_request(action: Action, body: &[u8]) -> Result<SendRequest, Ap
         Action::SendUnicast => None,
         _ => {
             let room = wire.room_id.ok_or_else(|| ApiError::missing("RoomId"))?;
-            Some(RoomId::new(&room).map_err(|_| {
-                ApiError::new(
-                    ErrorCode::IllegalRoomId,
-                    "RoomId must match [a-zA-Z0-9_@\\-\\.]{1,128}.",
-                )
-            })?)
+            Some(RoomId::new(&room).map_err(|_| illegal_room_id())?)
         }
     };
 
@@ -779,6 +936,59 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&failed).unwrap(),
             r#"{"ResponseMetadata":{"RequestId":"r1","Action":"SendUnicast","Version":"2023-07-20","Service":"rtc","Region":"cn-north-1","Error":{"CodeN":100018,"Code":"FlowLimitExceeded.QPSOverLimit","Message":"slow down"}}}"#
+        );
+    }
+
+    #[test]
+    fn other_operations_resolve_and_validate() {
+        assert_eq!(
+            resolve_operation("GetRoomOnlineUsers", "2023-11-01").unwrap(),
+            Operation::GetRoomOnlineUsers
+        );
+        assert_eq!(
+            resolve_operation("GetRoomOnlineUsers", "2023-08-01")
+                .unwrap()
+                .method(),
+            "GET"
+        );
+        assert!(resolve_operation("GetRoomOnlineUsers", "2023-07-20").is_err());
+        assert_eq!(
+            resolve_operation("KickUser", "2020-12-01").unwrap(),
+            Operation::KickUser
+        );
+        assert_eq!(
+            resolve_operation("SendUnicast", "2020-12-01").unwrap(),
+            Operation::Send(Action::SendUnicast)
+        );
+        let k = parse_kick_request(br#"{"AppId":"a","RoomId":"r","UserId":"u"}"#).unwrap();
+        assert_eq!(k.user_id.as_str(), "u");
+        assert_eq!(
+            parse_kick_request(br#"{"AppId":"a","RoomId":"r","UserId":"u u"}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidParameter
+        );
+        assert_eq!(
+            parse_kick_request(br#"{"AppId":"a","RoomId":"r"}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::MissingParameter
+        );
+        assert_eq!(
+            parse_room_query(Some("a"), Some("r!")).unwrap_err().code,
+            ErrorCode::IllegalRoomId
+        );
+        assert_eq!(
+            parse_room_query(Some("a"), None).unwrap_err().code,
+            ErrorCode::MissingParameter
+        );
+        assert_eq!(
+            serde_json::to_string(&RoomOnlineUsers::new(None)).unwrap(),
+            r#"{"RoomExists":false}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&RoomOnlineUsers::new(Some(vec!["u1".into()]))).unwrap(),
+            r#"{"RoomExists":true,"TotalUser":1,"VisibleUserList":["u1"],"TotalInvisibleUser":0,"InvisibleUserList":[]}"#
         );
     }
 

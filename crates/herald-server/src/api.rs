@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::hub::SendError;
+use herald_proto::ids::AppId;
 use herald_proto::openapi::{
-    self, parse_send_request, ApiError, Envelope, ErrorCode, ResponseMetadata, SendResult,
-    MAX_BODY_BYTES, SERVICE,
+    self, parse_kick_request, parse_room_query, parse_send_request, ApiError, Envelope, ErrorCode,
+    Operation, ResponseMetadata, RoomOnlineUsers, SendResult, MAX_BODY_BYTES, SERVICE,
 };
 use herald_proto::sign::{self, Authorization, ReceivedRequest, SignError};
 use http::{header, HeaderMap, Method, Response, StatusCode};
@@ -52,6 +53,22 @@ impl From<SendError> for Failure {
             retry_after_secs,
         }
     }
+}
+
+/// `Result` of a successful call.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Answer {
+    /// `{"Message": "Success"}`: the messaging actions and `KickUser`.
+    Success(SendResult),
+    /// `GetRoomOnlineUsers`.
+    RoomUsers(RoomOnlineUsers),
+}
+
+fn success() -> Answer {
+    Answer::Success(SendResult {
+        message: "Success".to_owned(),
+    })
 }
 
 fn err(code: ErrorCode, message: &'static str) -> Failure {
@@ -179,15 +196,14 @@ pub(crate) async fn serve(shared: &Shared, req: http::Request<Incoming>) -> Resp
         error: None,
     };
     let outcome = call(shared, &parts.method, &parts.headers, &query, body).await;
-    let label = openapi::Action::parse(&meta.action).map_or("unknown", |a| a.as_str());
+    let label = openapi::resolve_operation(&meta.action, &meta.version)
+        .map_or("unknown", Operation::as_str);
     match outcome {
-        Ok(()) => {
+        Ok(answer) => {
             shared.metrics.api_call(label, "Success");
             let env = Envelope {
                 response_metadata: meta,
-                result: Some(SendResult {
-                    message: "Success".to_owned(),
-                }),
+                result: Some(answer),
             };
             json_response(StatusCode::OK, &env, None)
         }
@@ -235,7 +251,7 @@ async fn call(
     headers: &HeaderMap,
     query: &[(String, String)],
     body: Incoming,
-) -> Result<(), Failure> {
+) -> Result<Answer, Failure> {
     let action = single(query, "Action")?.ok_or_else(|| {
         err(
             ErrorCode::MissingParameter,
@@ -248,17 +264,50 @@ async fn call(
             "The request is missing Version parameter.",
         )
     })?;
-    let (action, _version) = openapi::resolve(action, version)?;
-    if method != Method::POST {
-        return Err(err(
+    let op = openapi::resolve_operation(action, version)?;
+    if method.as_str() != op.method() {
+        return Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
-            "The messaging actions are called with POST.",
-        ));
+            format!("{} is called with {}.", op.as_str(), op.method()),
+        )
+        .into());
     }
+    let body = read_body(headers, body).await?;
+    let access_key = authenticate(shared, method, headers, query, &body)?;
+    let now = shared.clock.now();
+    match op {
+        Operation::Send(action) => {
+            let req = parse_send_request(action, &body)?;
+            authorize(shared, &access_key, &req.app_id)?;
+            let summary = shared.hub.send(&req, now, |_, _| {})?;
+            shared.metrics.accepted(&summary);
+            Ok(success())
+        }
+        Operation::KickUser => {
+            let req = parse_kick_request(&body)?;
+            authorize(shared, &access_key, &req.app_id)?;
+            shared
+                .hub
+                .kick(req.app_id.as_str(), &req.room_id, &req.user_id, now);
+            Ok(success())
+        }
+        Operation::GetRoomOnlineUsers => {
+            let req = parse_room_query(single(query, "AppId")?, single(query, "RoomId")?)?;
+            authorize(shared, &access_key, &req.app_id)?;
+            let users = shared.hub.room_users(req.app_id.as_str(), &req.room_id);
+            let users = users.map(|u| u.iter().map(ToString::to_string).collect());
+            Ok(Answer::RoomUsers(RoomOnlineUsers::new(users)))
+        }
+    }
+}
+
+/// Reads the body: refused by its declared length, or as soon as it grows past the largest
+/// legal request, or if it trickles in too slowly.
+async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Failure> {
     let too_large = || {
         err(
             ErrorCode::BodyTooLarge,
-            "The request body is larger than any messaging request can be.",
+            "The request body is larger than any request can be.",
         )
     };
     let declared = headers
@@ -268,46 +317,40 @@ async fn call(
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let body = match tokio::time::timeout(
+    match tokio::time::timeout(
         BODY_READ_TIMEOUT,
         Limited::new(body, MAX_BODY_BYTES).collect(),
     )
     .await
     {
-        Err(_) => {
-            return Err(err(
-                ErrorCode::InvalidParameter,
-                "The request body did not arrive in time.",
-            ))
-        }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Ok(Err(_)) => {
-            return Err(err(
-                ErrorCode::InvalidParameter,
-                "The request body could not be read.",
-            ))
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+        Err(_) => Err(err(
+            ErrorCode::InvalidParameter,
+            "The request body did not arrive in time.",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(err(
+            ErrorCode::InvalidParameter,
+            "The request body could not be read.",
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
 
-    let access_key = authenticate(shared, method, headers, query, &body)?;
-
-    let req = parse_send_request(action, &body)?;
-    if shared.registry.app(req.app_id.as_str()).is_none() {
+/// The app must be served here and owned by the key that signed the request.
+fn authorize(shared: &Shared, access_key: &str, app: &AppId) -> Result<(), Failure> {
+    if shared.registry.app(app.as_str()).is_none() {
         return Err(SendError::UnknownApp.into());
     }
     let owns = shared
         .registry
-        .access_key(&access_key)
-        .is_some_and(|k| k.apps.contains(&req.app_id));
+        .access_key(access_key)
+        .is_some_and(|k| k.apps.contains(app));
     if !owns {
         return Err(err(
             ErrorCode::NoPermissionForApp,
             "The access key does not own this AppId.",
         ));
     }
-    let summary = shared.hub.send(&req, shared.clock.now(), |_, _| {})?;
-    shared.metrics.accepted(&summary);
     Ok(())
 }
 
@@ -319,19 +362,26 @@ fn authenticate(
     query: &[(String, String)],
     body: &[u8],
 ) -> Result<String, Failure> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(err(
-            ErrorCode::MissingAuthenticationToken,
-            "Request is missing Authentication Token.",
-        ));
+    // A header signature, or the presigned-URL form (`X-Signature` in the query).
+    let presigned = headers.get(header::AUTHORIZATION).is_none()
+        && query.iter().any(|(k, _)| k == "X-Signature");
+    let auth = if presigned {
+        sign::parse_query_authorization(query).map_err(sign_failure)?
+    } else {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(err(
+                ErrorCode::MissingAuthenticationToken,
+                "Request is missing Authentication Token.",
+            ));
+        };
+        let value = value.to_str().map_err(|_| {
+            err(
+                ErrorCode::InvalidAuthorization,
+                "Invalid 'Authorization' header, Pls check authorization header.",
+            )
+        })?;
+        sign::parse_authorization(value).map_err(sign_failure)?
     };
-    let value = value.to_str().map_err(|_| {
-        err(
-            ErrorCode::InvalidAuthorization,
-            "Invalid 'Authorization' header, Pls check authorization header.",
-        )
-    })?;
-    let auth = sign::parse_authorization(value).map_err(sign_failure)?;
     if auth.service != SERVICE {
         return Err(err(
             ErrorCode::InvalidCredential,
@@ -360,7 +410,12 @@ fn authenticate(
         headers: &header_pairs,
         body,
     };
-    sign::verify_request(
+    let verify = if presigned {
+        sign::verify_query
+    } else {
+        sign::verify_request
+    };
+    verify(
         &received,
         &auth,
         &signing_key,

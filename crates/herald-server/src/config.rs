@@ -12,6 +12,8 @@ use herald_proto::ids::AppId;
 use herald_proto::token::APP_ID_LENGTH;
 use serde::Deserialize;
 
+pub use crate::webhook::WebhookConfig;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -122,6 +124,18 @@ pub struct AppConfig {
     /// Access keys that may call the OpenAPI for this app.
     #[serde(default)]
     pub access_keys: Vec<AccessKeyConfig>,
+    /// Messages per second one client connection may send (all send calls together). Default 100.
+    #[serde(default = "default_client_send_rate")]
+    pub client_send_rate: u32,
+    /// Whether room members are told of each other's joins and leaves. Default true.
+    #[serde(default = "default_true")]
+    pub presence_events: bool,
+    /// URL prefixes a client may point `setServerParams` at; empty (the default) allows none.
+    #[serde(default)]
+    pub server_message_urls: Vec<String>,
+    /// `[apps.webhook]`: presence events to the business server. None by default.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// One `{ ak = "…", sk = "…" }`.
@@ -164,6 +178,12 @@ fn default_max_client_message() -> usize {
 fn default_qps() -> u32 {
     500
 }
+fn default_client_send_rate() -> u32 {
+    100
+}
+fn default_true() -> bool {
+    true
+}
 
 /// The embedded default's development app (printed at start-up; for local use only).
 pub mod dev {
@@ -193,6 +213,10 @@ impl Config {
                     ak: dev::AK.into(),
                     sk: dev::SK.into(),
                 }],
+                client_send_rate: default_client_send_rate(),
+                presence_events: true,
+                server_message_urls: Vec::new(),
+                webhook: None,
             }],
         }
     }
@@ -235,6 +259,25 @@ impl Config {
                     app.app_id
                 ));
             }
+            if app.client_send_rate == 0 || app.client_send_rate > 1_000_000 {
+                return bad(format!(
+                    "client_send_rate of app {} must be between 1 and 1000000",
+                    app.app_id
+                ));
+            }
+            for url in &app.server_message_urls {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return bad(format!(
+                        "server_message_urls of app {}: {url:?} must start with http:// or https://",
+                        app.app_id
+                    ));
+                }
+            }
+            if let Some(w) = &app.webhook {
+                w.validate().map_err(|m| {
+                    ConfigError::Invalid(format!("apps.webhook of app {}: {m}", app.app_id))
+                })?;
+            }
             for k in &app.access_keys {
                 if k.ak.is_empty() || k.sk.is_empty() || k.ak.contains('/') {
                     return bad(format!(
@@ -257,23 +300,33 @@ impl Config {
         Ok(())
     }
 
+    /// The apps that have a webhook, with its settings.
+    pub fn webhooks(&self) -> Vec<(AppId, WebhookConfig)> {
+        self.apps
+            .iter()
+            .filter_map(|a| Some((AppId::new(&a.app_id).ok()?, a.webhook.clone()?)))
+            .collect()
+    }
+
     /// The app table for the core.
     pub fn registry(&self) -> Result<Registry, ConfigError> {
         let specs = self
             .apps
             .iter()
             .map(|a| {
-                Ok(AppSpec {
-                    app_id: AppId::new(&a.app_id)
-                        .map_err(|_| ConfigError::Invalid(format!("bad app_id {:?}", a.app_id)))?,
-                    app_key: a.app_key.clone(),
-                    qps_limit: a.qps_limit,
-                    access_keys: a
-                        .access_keys
-                        .iter()
-                        .map(|k| (k.ak.clone(), k.sk.clone()))
-                        .collect(),
-                })
+                let id = AppId::new(&a.app_id)
+                    .map_err(|_| ConfigError::Invalid(format!("bad app_id {:?}", a.app_id)))?;
+                let mut spec = AppSpec::new(id, a.app_key.clone());
+                spec.qps_limit = a.qps_limit;
+                spec.access_keys = a
+                    .access_keys
+                    .iter()
+                    .map(|k| (k.ak.clone(), k.sk.clone()))
+                    .collect();
+                spec.client_send_rate = a.client_send_rate;
+                spec.presence_events = a.presence_events;
+                spec.server_message_urls = a.server_message_urls.clone();
+                Ok(spec)
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(Registry::new(specs)?)

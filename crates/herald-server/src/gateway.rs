@@ -8,10 +8,13 @@
 use std::io::IoSlice;
 use std::sync::Arc;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
+use herald_core::hub::ServerParams;
 use herald_core::hub::SessionId;
 use herald_core::time::Timestamp;
-use herald_proto::client::{close_code, error_code, Call, Event};
+use herald_proto::client::{close_code, error_code, send_result, Call, Event, SendFrame, SendOp};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -111,6 +114,7 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
     let Some(session) = shared.hub.connect(&app, outbox.clone()) else {
         return;
     };
+    let _live = LiveConnection::new(&shared.live_connections);
     shared.metrics.connection_opened();
     tracing::debug!(app, session, "connection opened");
     let mut reader = FrameReader::new(ReadConfig {
@@ -137,7 +141,7 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
     shared
         .metrics
         .dropped(DropReason::ConnectionClosed, outbox.queued_messages());
-    shared.hub.disconnect(&app, session);
+    shared.hub.disconnect(&app, session, shared.clock.now());
     shared.metrics.connection_closed();
     tracing::debug!(app, session, "connection closed");
     // Closing a socket with unread input makes the kernel send a reset, which can destroy the
@@ -147,7 +151,22 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
         while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
-    shared.live_connections.send_modify(|n| *n -= 1);
+}
+
+/// Counts a connection as live for as long as it exists, so shutdown can wait for it.
+struct LiveConnection<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> LiveConnection<'a> {
+    fn new(count: &'a tokio::sync::watch::Sender<usize>) -> Self {
+        count.send_modify(|n| *n += 1);
+        LiveConnection(count)
+    }
+}
+
+impl Drop for LiveConnection<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Reads calls until the connection must end, and says how.
@@ -155,7 +174,7 @@ async fn read_loop(
     shared: &Shared,
     app: &str,
     session: SessionId,
-    outbox: &ConnOutbox,
+    outbox: &Arc<ConnOutbox>,
     reader: &mut FrameReader,
     rd: &mut OwnedReadHalf,
 ) -> Closing {
@@ -190,13 +209,7 @@ async fn read_loop(
         last_heard = Instant::now();
         match frame {
             WsIncoming::Text(text) => handle_call(shared, app, session, outbox, &text),
-            WsIncoming::Binary(_) => {
-                outbox_error(
-                    outbox,
-                    error_code::BINARY_NOT_SUPPORTED,
-                    "calls are text frames",
-                );
-            }
+            WsIncoming::Binary(frame) => handle_send(shared, app, session, outbox, frame),
             WsIncoming::Ping(p) => outbox.pong(p),
             WsIncoming::Pong(_) => {}
             WsIncoming::Close(_) => {
@@ -208,6 +221,44 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Posts a `sendServerMessage` to the business server in the background and answers
+/// `onServerMessageSendResult` when it replies. The number of posts in flight is bounded for the
+/// whole server; beyond it the send fails at once with `E2BS_SEND_FAILED`.
+fn server_message(
+    shared: &Shared,
+    outbox: &Arc<ConnOutbox>,
+    msgid: u64,
+    params: ServerParams,
+    binary: bool,
+    payload: Bytes,
+) {
+    use herald_core::hub::Outbox as _;
+    let answer = move |outbox: &ConnOutbox, error, message| {
+        outbox.event(&Event::ServerMessageSendResult {
+            msgid,
+            error,
+            message,
+        });
+    };
+    let Ok(permit) = shared.upstream_slots.clone().try_acquire_owned() else {
+        answer(outbox, send_result::E2BS_SEND_FAILED, String::new());
+        return;
+    };
+    let outbox = outbox.clone();
+    let upstream = shared.upstream.clone();
+    tokio::spawn(async move {
+        let (error, body) = match upstream
+            .post(&params.url, &params.signature, &payload, binary)
+            .await
+        {
+            Ok(body) => (send_result::SUCCESS, BASE64.encode(body)),
+            Err(code) => (code, String::new()),
+        };
+        drop(permit);
+        answer(&outbox, error, body);
+    });
 }
 
 fn outbox_error(outbox: &ConnOutbox, code: i32, message: &str) {
@@ -238,7 +289,7 @@ fn handle_call(shared: &Shared, app: &str, session: SessionId, outbox: &ConnOutb
                 shared.metrics.login();
             }
         }
-        Call::Logout => hub.logout(app, session),
+        Call::Logout => hub.logout(app, session, now),
         Call::JoinRoom {
             room_id,
             uid,
@@ -246,7 +297,63 @@ fn handle_call(shared: &Shared, app: &str, session: SessionId, outbox: &ConnOutb
         } => {
             hub.join_room(app, session, &room_id, &uid, &token, now);
         }
-        Call::LeaveRoom { room_id } => hub.leave_room(app, session, &room_id),
+        Call::LeaveRoom { room_id } => hub.leave_room(app, session, &room_id, now),
+        Call::GetPeerOnlineStatus { peer_user_id } => {
+            hub.get_peer_online_status(app, session, &peer_user_id);
+        }
+        Call::SetServerParams { signature, url } => {
+            hub.set_server_params(app, session, &signature, &url);
+        }
+    }
+}
+
+/// A binary frame: a message the client sends (`SendFrame`).
+fn handle_send(
+    shared: &Shared,
+    app: &str,
+    session: SessionId,
+    outbox: &Arc<ConnOutbox>,
+    frame: Bytes,
+) {
+    let send = match SendFrame::decode(frame) {
+        Ok(s) => s,
+        Err(e) => {
+            outbox_error(
+                outbox,
+                error_code::BAD_FRAME,
+                &format!("not a valid send frame: {e}"),
+            );
+            return;
+        }
+    };
+    let now = shared.clock.now();
+    let hub = &shared.hub;
+    let SendFrame {
+        op,
+        msgid,
+        to,
+        room_id,
+        binary,
+        payload,
+    } = send;
+    match op {
+        SendOp::UserOutsideRoom => {
+            hub.send_user_outside_room(app, session, msgid, &to, binary, &payload, now);
+        }
+        SendOp::UserInRoom => {
+            hub.send_user_in_room(app, session, msgid, &room_id, &to, binary, &payload, now);
+        }
+        SendOp::Room => {
+            hub.send_room(app, session, msgid, &room_id, binary, &payload, now);
+        }
+        SendOp::Server => {
+            let Some((params, _from)) =
+                hub.prepare_server_message(app, session, msgid, payload.len(), now)
+            else {
+                return;
+            };
+            server_message(shared, outbox, msgid, params, binary, payload);
+        }
     }
 }
 

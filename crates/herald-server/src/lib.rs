@@ -16,6 +16,8 @@ pub mod config;
 pub mod gateway;
 pub mod metrics;
 pub mod outbox;
+pub mod upstream;
+pub mod webhook;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -49,7 +51,19 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Open WebSocket connections, so shutdown can wait for their close handshakes.
     pub(crate) live_connections: watch::Sender<usize>,
+    /// The HTTP client of `sendServerMessage`.
+    pub(crate) upstream: Arc<upstream::Upstream>,
+    /// Bounds the `sendServerMessage` posts in flight, server-wide.
+    pub(crate) upstream_slots: Arc<tokio::sync::Semaphore>,
+    /// Webhook delivery, for its counters.
+    pub(crate) webhooks: Arc<webhook::Webhooks>,
 }
+
+/// How long the business server has to answer a `sendServerMessage` (DECISIONS.md: 5 s).
+const SERVER_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `sendServerMessage` posts in flight at most, server-wide.
+const SERVER_MESSAGE_SLOTS: usize = 1024;
 
 /// The longest a shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -91,7 +105,8 @@ impl Server {
     ) -> Result<Server, StartError> {
         config.validate()?;
         let registry = config.registry()?;
-        let hub = Hub::new(&registry);
+        let webhooks = webhook::Webhooks::start(config.webhooks());
+        let hub = Hub::with_hooks(&registry, webhooks.clone());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -114,6 +129,9 @@ impl Server {
             signing_keys: api::SigningKeys::default(),
             shutdown,
             live_connections: watch::channel(0).0,
+            upstream: Arc::new(upstream::Upstream::new(SERVER_MESSAGE_TIMEOUT)),
+            upstream_slots: Arc::new(tokio::sync::Semaphore::new(SERVER_MESSAGE_SLOTS)),
+            webhooks,
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Server {
@@ -183,7 +201,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            shared.metrics.render(shared.hub.stats()),
+            shared
+                .metrics
+                .render(shared.hub.stats(), shared.webhooks.stats()),
         ),
         (&Method::GET, "/healthz") => text(
             StatusCode::OK,

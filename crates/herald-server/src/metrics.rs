@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use herald_core::hub::{Stats, Summary};
+
+use crate::webhook::WebhookStats;
 use parking_lot::Mutex;
 
 /// Upper bounds (seconds) of the delivery latency histogram buckets.
@@ -98,8 +100,9 @@ impl Metrics {
         self.dropped[reason as usize].load(Relaxed)
     }
 
-    /// The Prometheus text exposition, with the hub's current sizes as gauges.
-    pub fn render(&self, stats: Stats) -> String {
+    /// The Prometheus text exposition, with the hub's current sizes as gauges and the webhook
+    /// counters.
+    pub fn render(&self, stats: Stats, hooks: WebhookStats) -> String {
         let mut o = String::with_capacity(4096);
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
@@ -144,6 +147,26 @@ impl Metrics {
             "herald_logins_total",
             "Successful logins.",
             self.logins.load(Relaxed),
+        );
+        counter(
+            "herald_webhooks_delivered_total",
+            "Webhook events the receiver answered 200.",
+            hooks.delivered,
+        );
+        counter(
+            "herald_webhooks_retried_total",
+            "Webhook delivery attempts after a failed one.",
+            hooks.retried,
+        );
+        counter(
+            "herald_webhooks_failed_total",
+            "Webhook events given up after the last attempt.",
+            hooks.failed,
+        );
+        counter(
+            "herald_webhooks_dropped_total",
+            "Webhook events dropped because the app's queue was full.",
+            hooks.dropped,
         );
         counter(
             "herald_messages_accepted_total",

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn each_action_reaches_its_recipients_only() {
-    let server = start(config("")).await;
+    let server = start(quiet(config(""))).await;
     let addr = server.local_addr();
     let now = system_now();
     let mut a = login(addr, "a", now).await;
@@ -254,9 +254,9 @@ async fn dead_connections_are_detected_by_the_heartbeat() {
 /// A client that stops reading must be cut off (4001) without slowing anyone else down.
 #[tokio::test]
 async fn a_slow_consumer_is_cut_off_and_others_keep_receiving() {
-    let server = start(config(
+    let server = start(quiet(config(
         "[gateway]\noutbound_queue_bytes = 65536\nwrite_timeout_ms = 120000",
-    ))
+    )))
     .await;
     let addr = server.local_addr();
     let now = system_now();

@@ -1,9 +1,13 @@
 //! `herald client`: a connection driven by lines of JSON, for scripts and for trying things out.
 //!
 //! Each stdin line is one call, with the vendor's names, exactly as the protocol's text frames
-//! carry them (`{"call":"login","token":"…","uid":"u1"}`). Each event is printed as one line
-//! (`Event::to_json_line`) and flushed at once, so a pipe sees it without delay. A line that is not
-//! a call prints `{"event":"onCliError","message":…}` and the session goes on.
+//! carry them (`{"call":"login","token":"…","uid":"u1"}`). The vendor's send methods, which the
+//! protocol carries as binary frames, take the same shape (`{"call":"sendRoomMessage","roomId":
+//! "r1","message":"hi"}`, binary forms with base64 in `message`); right after one is sent the CLI
+//! prints `{"event":"onCliSent","call":…,"msgid":N}` so a script can match the result event to it.
+//! Each event is printed as one line (`Event::to_json_line`) and flushed at once, so a pipe sees it
+//! without delay. A line that is not a call prints `{"event":"onCliError","message":…}` and the
+//! session goes on.
 //!
 //! It ends when the server closes the connection, or when stdin closes: then it closes the
 //! connection, prints the remaining events up to `onConnectionClosed`, and exits 0.
@@ -11,9 +15,11 @@
 use std::io::{BufRead as _, Write as _};
 
 use anyhow::anyhow;
-use herald_client::{connect, ConnectError, Engine, Event};
+use base64::Engine as _;
+use herald_client::{connect, CallError, ConnectError, Engine, Event};
 use herald_proto::client::Call;
 use herald_server::config::dev;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::CliError;
@@ -25,10 +31,23 @@ use crate::CliError;
   {"call":"joinRoom","roomId":"r1","uid":"u1","token":"001..."}
   {"call":"leaveRoom","roomId":"r1"}
   {"call":"logout"}
+  {"call":"getPeerOnlineStatus","peerUserId":"u2"}
+  {"call":"setServerParams","signature":"s","url":"http://biz.example/rtc"}
+  {"call":"sendUserMessageOutsideRoom","uid":"u2","message":"hi"}
+  {"call":"sendUserMessage","roomId":"r1","uid":"u2","message":"hi"}
+  {"call":"sendRoomMessage","roomId":"r1","message":"hi"}
+  {"call":"sendServerMessage","message":"hi"}
+  and sendUserBinaryMessageOutsideRoom, sendUserBinaryMessage, sendRoomBinaryMessage,
+  sendServerBinaryMessage, the same with standard base64 in "message"
+Right after a send goes out, its msgid is printed, to match it with its result event:
+  {"event":"onCliSent","call":"sendRoomMessage","msgid":1}
+  msgids count from 1, one sequence for every kind of send, as the vendor's SDK does
 Events, one JSON object per line on stdout, named after the vendor's callbacks:
   {"event":"onLoginResult","uid":"u1","errorCode":0,"elapsed":3}
   {"event":"onUserMessageReceivedOutsideRoom","msgid":1,"uid":"server_bot","message":"hello"}
-  binary messages carry base64 in "message" and "binary":true
+  {"event":"onRoomMessageSendResult","roomId":"r1","msgid":1,"error":200}
+  binary messages carry base64 in "message" and "binary":true; so does the business server's
+  answer in onServerMessageSendResult when it is not UTF-8 text
 A line that is not a call prints {"event":"onCliError","message":"..."}. When stdin closes, the
 connection is closed and the command exits after {"event":"onConnectionClosed",...}.
 The defaults of --server and --app-id are those of `herald serve` with no --config."#)]
@@ -53,11 +72,15 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     loop {
         tokio::select! {
             line = lines.recv(), if stdin_open => match line {
-                Some(Ok(line)) => {
-                    if let Err(message) = call(&engine, &line).await {
+                Some(Ok(line)) => match call(&engine, &line).await {
+                    Ok(None) => {}
+                    Ok(Some((call, msgid))) => {
+                        print_line(&serde_json::json!({"event": "onCliSent", "call": call, "msgid": msgid}).to_string())?;
+                    }
+                    Err(message) => {
                         print_line(&serde_json::json!({"event": "onCliError", "message": message}).to_string())?;
                     }
-                }
+                },
                 Some(Err(message)) => {
                     print_line(&serde_json::json!({"event": "onCliError", "message": message}).to_string())?;
                 }
@@ -80,10 +103,31 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     }
 }
 
-/// Makes the call a line describes; `Err` says why the line was not sent.
-async fn call(engine: &Engine, line: &str) -> Result<(), String> {
-    let call: Call = serde_json::from_str(line).map_err(|e| format!("not a call: {e}"))?;
-    let sent = match &call {
+/// Makes the call a line describes. For a send, returns its name and msgid; `Err` says why the
+/// line was not sent.
+async fn call(engine: &Engine, line: &str) -> Result<Option<(&'static str, u64)>, String> {
+    let not_a_call = |e: serde_json::Error| format!("not a call: {e}");
+    let value: serde_json::Value = serde_json::from_str(line).map_err(not_a_call)?;
+    // The vendor's send methods are exactly the calls named `send…`. They travel as binary
+    // frames, so the protocol's `Call` does not know them.
+    let is_send = value
+        .get("call")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|name| name.starts_with("send"));
+    let sent = if is_send {
+        let send = SendLine::deserialize(value).map_err(not_a_call)?;
+        send.run(engine)
+            .await
+            .map(|msgid| Some((send.name(), msgid)))
+    } else {
+        let call = Call::deserialize(value).map_err(not_a_call)?;
+        run_call(engine, &call).await.map(|()| None)
+    };
+    sent.map_err(|e| crate::report(&e.into()))
+}
+
+async fn run_call(engine: &Engine, call: &Call) -> Result<(), CallError> {
+    match call {
         Call::Login { token, uid } => engine.login(token, uid).await,
         Call::Logout => engine.logout().await,
         Call::JoinRoom {
@@ -92,8 +136,124 @@ async fn call(engine: &Engine, line: &str) -> Result<(), String> {
             token,
         } => engine.join_room(room_id, uid, token).await,
         Call::LeaveRoom { room_id } => engine.leave_room(room_id).await,
-    };
-    sent.map_err(|e| crate::report(&e.into()))
+        Call::GetPeerOnlineStatus { peer_user_id } => {
+            engine.get_peer_online_status(peer_user_id).await
+        }
+        Call::SetServerParams { signature, url } => engine.set_server_params(signature, url).await,
+    }
+}
+
+/// A send line: the vendor's send method and its arguments. `message` is text, or standard
+/// base64 for the binary forms.
+// The variants are the vendor's method names, `send` included: the `"call"` tag comes from them.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Deserialize)]
+#[serde(
+    tag = "call",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+enum SendLine {
+    SendUserMessageOutsideRoom {
+        uid: String,
+        message: String,
+    },
+    SendUserBinaryMessageOutsideRoom {
+        uid: String,
+        message: Base64,
+    },
+    SendUserMessage {
+        room_id: String,
+        uid: String,
+        message: String,
+    },
+    SendUserBinaryMessage {
+        room_id: String,
+        uid: String,
+        message: Base64,
+    },
+    SendRoomMessage {
+        room_id: String,
+        message: String,
+    },
+    SendRoomBinaryMessage {
+        room_id: String,
+        message: Base64,
+    },
+    SendServerMessage {
+        message: String,
+    },
+    SendServerBinaryMessage {
+        message: Base64,
+    },
+}
+
+impl SendLine {
+    /// The method's name, as the line gave it.
+    fn name(&self) -> &'static str {
+        match self {
+            SendLine::SendUserMessageOutsideRoom { .. } => "sendUserMessageOutsideRoom",
+            SendLine::SendUserBinaryMessageOutsideRoom { .. } => "sendUserBinaryMessageOutsideRoom",
+            SendLine::SendUserMessage { .. } => "sendUserMessage",
+            SendLine::SendUserBinaryMessage { .. } => "sendUserBinaryMessage",
+            SendLine::SendRoomMessage { .. } => "sendRoomMessage",
+            SendLine::SendRoomBinaryMessage { .. } => "sendRoomBinaryMessage",
+            SendLine::SendServerMessage { .. } => "sendServerMessage",
+            SendLine::SendServerBinaryMessage { .. } => "sendServerBinaryMessage",
+        }
+    }
+
+    /// Sends it; returns its msgid.
+    async fn run(&self, engine: &Engine) -> Result<u64, CallError> {
+        match self {
+            SendLine::SendUserMessageOutsideRoom { uid, message } => {
+                engine.send_user_message_outside_room(uid, message).await
+            }
+            SendLine::SendUserBinaryMessageOutsideRoom { uid, message } => {
+                engine
+                    .send_user_binary_message_outside_room(uid, &message.0)
+                    .await
+            }
+            SendLine::SendUserMessage {
+                room_id,
+                uid,
+                message,
+            } => engine.send_user_message(room_id, uid, message).await,
+            SendLine::SendUserBinaryMessage {
+                room_id,
+                uid,
+                message,
+            } => {
+                engine
+                    .send_user_binary_message(room_id, uid, &message.0)
+                    .await
+            }
+            SendLine::SendRoomMessage { room_id, message } => {
+                engine.send_room_message(room_id, message).await
+            }
+            SendLine::SendRoomBinaryMessage { room_id, message } => {
+                engine.send_room_binary_message(room_id, &message.0).await
+            }
+            SendLine::SendServerMessage { message } => engine.send_server_message(message).await,
+            SendLine::SendServerBinaryMessage { message } => {
+                engine.send_server_binary_message(&message.0).await
+            }
+        }
+    }
+}
+
+/// Bytes given as standard base64 in a JSON string.
+#[derive(Debug)]
+struct Base64(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Base64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(&text)
+            .map(Base64)
+            .map_err(|e| serde::de::Error::custom(format!("message is not base64: {e}")))
+    }
 }
 
 /// Writes one line to stdout and flushes it.

@@ -336,6 +336,93 @@ fn a_client_receives_what_send_sends_in_the_documented_lines() {
     assert!(c1.0.wait().unwrap().success());
 }
 
+/// Writes a login line for `uid` and checks its answer.
+fn login(stdin: &mut ChildStdin, out: &Lines, uid: &str) {
+    let t = token(&["--uid", uid]);
+    write_line(
+        stdin,
+        &format!(r#"{{"call":"login","token":"{t}","uid":"{uid}"}}"#),
+    );
+    let line: serde_json::Value = serde_json::from_str(&out.next()).unwrap();
+    assert_eq!(line["event"], "onLoginResult", "{line}");
+    assert_eq!(line["errorCode"], 0, "{line}");
+}
+
+#[test]
+fn two_clients_exchange_messages_outside_room_in_the_documented_lines() {
+    let (_server, base) = serve();
+    let (_c1, mut stdin1, out1) = client(&base);
+    let (_c2, mut stdin2, out2) = client(&base);
+    login(&mut stdin1, &out1, "u1");
+    login(&mut stdin2, &out2, "u2");
+
+    write_line(
+        &mut stdin1,
+        r#"{"call":"sendUserMessageOutsideRoom","uid":"u2","message":"hi"}"#,
+    );
+    assert_eq!(
+        out1.next(),
+        r#"{"event":"onCliSent","call":"sendUserMessageOutsideRoom","msgid":1}"#
+    );
+    assert_eq!(
+        out1.next(),
+        r#"{"event":"onUserMessageSendResultOutsideRoom","msgid":1,"error":0}"#
+    );
+    assert_eq!(
+        out2.next(),
+        r#"{"event":"onUserMessageReceivedOutsideRoom","msgid":1,"uid":"u1","message":"hi"}"#
+    );
+
+    write_line(
+        &mut stdin2,
+        r#"{"call":"sendUserBinaryMessageOutsideRoom","uid":"u1","message":"AP8="}"#,
+    );
+    assert_eq!(
+        out2.next(),
+        r#"{"event":"onCliSent","call":"sendUserBinaryMessageOutsideRoom","msgid":1}"#
+    );
+    assert_eq!(
+        out2.next(),
+        r#"{"event":"onUserMessageSendResultOutsideRoom","msgid":1,"error":0}"#
+    );
+    assert_eq!(
+        out1.next(),
+        r#"{"event":"onUserBinaryMessageReceivedOutsideRoom","msgid":1,"uid":"u2","message":"AP8=","binary":true}"#
+    );
+
+    // A binary message that is not base64 is not sent, and takes no msgid.
+    write_line(
+        &mut stdin1,
+        r#"{"call":"sendUserBinaryMessageOutsideRoom","uid":"u2","message":"%%%"}"#,
+    );
+    let line: serde_json::Value = serde_json::from_str(&out1.next()).unwrap();
+    assert_eq!(line["event"], "onCliError");
+    assert!(
+        line["message"].as_str().unwrap().contains("base64"),
+        "{line}"
+    );
+    write_line(
+        &mut stdin1,
+        r#"{"call":"sendUserMessageOutsideRoom","uid":"nobody","message":"hi"}"#,
+    );
+    assert_eq!(
+        out1.next(),
+        r#"{"event":"onCliSent","call":"sendUserMessageOutsideRoom","msgid":2}"#
+    );
+    assert_eq!(
+        out1.next(),
+        r#"{"event":"onUserMessageSendResultOutsideRoom","msgid":2,"error":3}"#
+    );
+    write_line(
+        &mut stdin1,
+        r#"{"call":"getPeerOnlineStatus","peerUserId":"u2"}"#,
+    );
+    assert_eq!(
+        out1.next(),
+        r#"{"event":"onGetPeerOnlineStatus","peerUserId":"u2","status":1}"#
+    );
+}
+
 /// What a service manager does to stop Herald.
 #[cfg(unix)]
 #[test]

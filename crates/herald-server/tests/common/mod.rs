@@ -46,6 +46,14 @@ access_keys = [{{ ak = "{AK2}", sk = "{SK2}" }}]
     .unwrap()
 }
 
+/// The same configuration with presence events off, for tests that count exactly what they route.
+pub fn quiet(mut config: Config) -> Config {
+    for app in &mut config.apps {
+        app.presence_events = false;
+    }
+    config
+}
+
 pub async fn start(config: Config) -> Server {
     Server::start(config).await.unwrap()
 }
@@ -312,4 +320,83 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
                 .ok()
         })
         .unwrap_or_else(|| panic!("no series {series} in\n{out}"))
+}
+
+/// A request a test HTTP receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// A plain HTTP/1.1 server standing in for a business server: answers every request with
+/// `status` and `body`, and hands each request it got to the returned channel.
+pub async fn http_receiver(
+    status: u16,
+    body: &'static str,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Received>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body_start) = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = find(&buf, b"\r\n\r\n") {
+                        break (String::from_utf8_lossy(&buf[..end]).to_string(), end + 4);
+                    }
+                };
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < body_start + len {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let got = Received {
+                    head,
+                    body: buf[body_start..].to_vec(),
+                };
+                let _ = tx.send(got);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, rx)
 }
