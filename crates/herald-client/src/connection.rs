@@ -215,6 +215,9 @@ impl Drop for Owner {
 struct Waiting {
     login: Option<Instant>,
     joins: HashMap<String, Instant>,
+    /// The uid of the last `login`, and whether it was refused for its token: what
+    /// `update_login_token` needs to log in again by itself.
+    last_login: Option<(String, bool)>,
 }
 
 impl Waiting {
@@ -272,10 +275,41 @@ impl Engine {
     /// # }
     /// ```
     pub async fn login(&self, token: &str, uid: &str) -> Result<(), CallError> {
-        self.waiting().login = Some(Instant::now());
+        {
+            let mut waiting = self.waiting();
+            waiting.login = Some(Instant::now());
+            waiting.last_login = Some((uid.to_owned(), false));
+        }
         self.send(&Call::Login {
             token: token.to_owned(),
             uid: uid.to_owned(),
+        })
+        .await
+    }
+
+    /// Gives the engine a new login token, as the vendor's `updateLoginToken`: if the last login
+    /// was refused for its token (`-1000`), logs in again with the new one (answered by
+    /// [`Event::LoginResult`]); otherwise there is nothing to send (a login stays valid once
+    /// made) and this returns at once.
+    pub async fn update_login_token(&self, token: &str) -> Result<(), CallError> {
+        let retry = match &self.waiting().last_login {
+            Some((uid, true)) => Some(uid.clone()),
+            _ => None,
+        };
+        match retry {
+            Some(uid) => self.login(token, &uid).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Renews the token of a joined room (the vendor's `RTCRoom.updateToken`), typically after
+    /// [`Event::TokenWillExpire`]. Silent on success; a token that is not valid for the room and
+    /// uid is answered by [`Event::RoomStateChanged`] with state -1010. Without a renewal, the
+    /// room is left when the token expires (state -1009).
+    pub async fn update_token(&self, room_id: &str, token: &str) -> Result<(), CallError> {
+        self.send(&Call::UpdateToken {
+            room_id: room_id.to_owned(),
+            token: token.to_owned(),
         })
         .await
     }
@@ -668,11 +702,18 @@ fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Result<Even
     use herald_proto::client::Event as Wire;
     let mut waiting = shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
     Ok(match e {
-        Wire::LoginResult { uid, error_code } => Event::LoginResult {
-            uid,
-            error_code,
-            elapsed: waiting.login_elapsed(),
-        },
+        Wire::LoginResult { uid, error_code } => {
+            if let Some((last, refused)) = &mut waiting.last_login {
+                if *last == uid {
+                    *refused = error_code == herald_proto::client::login_error::INVALID_TOKEN;
+                }
+            }
+            Event::LoginResult {
+                uid,
+                error_code,
+                elapsed: waiting.login_elapsed(),
+            }
+        }
         Wire::Logout { reason } => Event::Logout { reason },
         Wire::RoomStateChanged {
             room_id,
@@ -746,6 +787,7 @@ fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Result<Even
             status,
         },
         Wire::ServerParamsSetResult { error } => Event::ServerParamsSetResult { error },
+        Wire::TokenWillExpire { room_id } => Event::TokenWillExpire { room_id },
     })
 }
 

@@ -178,6 +178,12 @@ pub enum Event {
         /// A `UserOnlineStatus` (`herald_proto::client::online_status`): 1 logged in, 0 not.
         status: i32,
     },
+    /// `onTokenWillExpire`: the token of a joined room expires in 30 seconds or less; renew it
+    /// with [`Engine::update_token`](crate::Engine::update_token).
+    TokenWillExpire {
+        /// The room.
+        room_id: String,
+    },
     /// `onServerParamsSetResult`: the answer to
     /// [`Engine::set_server_params`](crate::Engine::set_server_params).
     ServerParamsSetResult {
@@ -233,6 +239,7 @@ impl Event {
             Event::ServerMessageSendResult { .. } => "onServerMessageSendResult",
             Event::GetPeerOnlineStatus { .. } => "onGetPeerOnlineStatus",
             Event::ServerParamsSetResult { .. } => "onServerParamsSetResult",
+            Event::TokenWillExpire { .. } => "onTokenWillExpire",
             Event::Error { .. } => "onError",
             Event::ConnectionClosed { .. } => "onConnectionClosed",
         }
@@ -413,6 +420,7 @@ impl Event {
                 ("status", json!(status)),
             ]),
             Event::ServerParamsSetResult { error } => f.push(("error", json!(error))),
+            Event::TokenWillExpire { room_id } => f.push(("roomId", json!(room_id))),
             Event::Error {
                 error_code,
                 message,

@@ -1010,3 +1010,60 @@ async fn set_server_params_accepts_only_urls_on_the_allow_list() {
     )
     .await;
 }
+
+/// The vendor's `updateLoginToken`: after a login refused for its token, a new token logs in by
+/// itself; a room token is renewed with `update_token`, and a bad one is answered -1010.
+#[tokio::test]
+async fn new_tokens_log_in_again_and_renew_rooms() {
+    let (_server, base) = start().await;
+    let (engine, mut events) = herald_client::connect(&base, APP_ID).await.unwrap();
+    let mut expired = AccessToken::new(APP_ID, "", "u1", 1, now() - 100);
+    expired.expire_time(now() - 10);
+    engine
+        .login(&expired.serialize(APP_KEY), "u1")
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut events).await,
+        Event::LoginResult {
+            error_code: -1000,
+            ..
+        }
+    ));
+    engine.update_login_token(&token("u1", "")).await.unwrap();
+    assert!(matches!(
+        next(&mut events).await,
+        Event::LoginResult { error_code: 0, .. }
+    ));
+    // Logged in: a new token is kept for later and nothing is sent.
+    engine.update_login_token(&token("u1", "")).await.unwrap();
+
+    engine
+        .join_room("r1", "u1", &token("u1", "r1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut events).await,
+        Event::RoomStateChanged { state: 0, .. }
+    ));
+    engine.update_token("r1", &token("u1", "r1")).await.unwrap();
+    engine.update_token("r1", &token("u2", "r1")).await.unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        Event::RoomStateChanged {
+            room_id: "r1".into(),
+            uid: "u1".into(),
+            state: -1010,
+            extra_info: r#"{"elapsed":0,"join_type":0}"#.into(),
+        }
+    );
+    engine.get_peer_online_status("u1").await.unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        Event::GetPeerOnlineStatus {
+            peer_user_id: "u1".into(),
+            status: 1
+        },
+        "nothing else came in between"
+    );
+}

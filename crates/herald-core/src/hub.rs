@@ -57,6 +57,8 @@ pub enum Departure {
     ConnectionLost,
     /// The business server removed the user (`KickUser`).
     Kicked,
+    /// The room token expired without being renewed (`updateToken`).
+    TokenExpired,
 }
 
 /// Presence facts, for webhooks. Called under the app lock: implementations only queue. A login
@@ -206,10 +208,19 @@ struct Member {
     since: Timestamp,
 }
 
+/// One room this connection has joined.
+struct Joined {
+    uid: UserId,
+    /// When the room token expires (unix seconds; 0: never).
+    expires_at: u32,
+    /// Whether `onTokenWillExpire` has been sent for the current token.
+    warned: bool,
+}
+
 struct Session {
     outbox: Arc<dyn Outbox>,
     login: Option<UserId>,
-    rooms: HashMap<RoomId, UserId>,
+    rooms: HashMap<RoomId, Joined>,
     sends: Gcra,
     server_params: Option<ServerParams>,
 }
@@ -307,7 +318,7 @@ impl Hub {
         if let Some(uid) = s.login {
             self.end_login(hub, &mut st, &uid, session, Departure::ConnectionLost, now);
         }
-        for (room, uid) in s.rooms {
+        for (room, Joined { uid, .. }) in s.rooms {
             self.end_membership(
                 hub,
                 &mut st,
@@ -424,7 +435,7 @@ impl Hub {
             (Ok(r), Ok(u)) => match check_token(&hub.spec, token, uid, |t| t == room || t == "*") {
                 None => Err(room_state::INVALID_TOKEN),
                 Some(t) if t.is_expired(now.secs() as i64) => Err(room_state::TOKEN_EXPIRED),
-                Some(_) => Ok((r, u)),
+                Some(t) => Ok((r, u, t.expire_at)),
             },
         };
         let mut st = hub.state.lock();
@@ -435,8 +446,8 @@ impl Hub {
         let outbox = me.outbox.clone();
         let result = match checked {
             Err(code) => code,
-            Ok((r, _)) if me.rooms.contains_key(&r) => room_state::ROOM_ALREADY_JOINED,
-            Ok((r, u)) => {
+            Ok((r, _, _)) if me.rooms.contains_key(&r) => room_state::ROOM_ALREADY_JOINED,
+            Ok((r, u, expires_at)) => {
                 let members = st.rooms.entry(r.clone()).or_default();
                 let member = Member {
                     session,
@@ -481,7 +492,12 @@ impl Hub {
                     }
                 }
                 if let Some(me) = st.sessions.get_mut(&session) {
-                    me.rooms.insert(r, u);
+                    let joined = Joined {
+                        uid: u,
+                        expires_at,
+                        warned: false,
+                    };
+                    me.rooms.insert(r, joined);
                 }
                 return room_state::JOINED;
             }
@@ -507,8 +523,8 @@ impl Hub {
         let left = RoomId::new(room)
             .ok()
             .and_then(|r| me.rooms.remove_entry(&r));
-        if let Some((r, uid)) = left {
-            self.end_membership(hub, &mut st, &r, &uid, session, Departure::Left, now);
+        if let Some((r, joined)) = left {
+            self.end_membership(hub, &mut st, &r, &joined.uid, session, Departure::Left, now);
         }
         outbox.event(&Event::LeaveRoom {
             room_id: room.to_owned(),
@@ -648,6 +664,7 @@ impl Hub {
             Departure::Left => user_leave_reason::QUIT,
             Departure::ConnectionLost => user_leave_reason::DROPPED,
             Departure::Kicked => user_leave_reason::KICKED_BY_ADMIN,
+            Departure::TokenExpired => user_leave_reason::DROPPED,
         };
         if hub.spec.presence_events {
             for m in members.values() {
@@ -871,22 +888,24 @@ impl Hub {
             None => send_result::NOT_JOIN,
             Some(_) if !is_valid_id(to) => send_result::EMPTY_USER,
             Some(_) if payload.len() > MAX_CLIENT_MESSAGE_BYTES => send_result::EXCEED_MAX_LENGTH,
-            Some((r, from)) => match me.sends.check(hub.spec.client_send_rate, now) {
-                Err(_) => send_result::EXCEED_QPS,
-                Ok(()) => match st.rooms.get(r).and_then(|m| m.get(to)) {
-                    None => send_result::NO_RECEIVER,
-                    Some(m) => {
-                        let d = Delivery::encode(
-                            MessageKind::RoomUser,
-                            from.as_str(),
-                            Some(r.as_str()),
-                            binary,
-                            payload,
-                        );
-                        user_result(m.outbox.message(&d, now))
-                    }
-                },
-            },
+            Some((r, Joined { uid: from, .. })) => {
+                match me.sends.check(hub.spec.client_send_rate, now) {
+                    Err(_) => send_result::EXCEED_QPS,
+                    Ok(()) => match st.rooms.get(r).and_then(|m| m.get(to)) {
+                        None => send_result::NO_RECEIVER,
+                        Some(m) => {
+                            let d = Delivery::encode(
+                                MessageKind::RoomUser,
+                                from.as_str(),
+                                Some(r.as_str()),
+                                binary,
+                                payload,
+                            );
+                            user_result(m.outbox.message(&d, now))
+                        }
+                    },
+                }
+            }
         };
         me.outbox.event(&Event::UserMessageSendResult {
             room_id: room.to_owned(),
@@ -925,26 +944,28 @@ impl Hub {
             Some(_) if payload.len() > MAX_CLIENT_MESSAGE_BYTES => {
                 room_send_result::EXCEED_MAX_LENGTH
             }
-            Some((r, from)) => match me.sends.check(hub.spec.client_send_rate, now) {
-                Err(_) => room_send_result::EXCEED_QPS,
-                Ok(()) => {
-                    let d = Delivery::encode(
-                        MessageKind::RoomBroadcast,
-                        from.as_str(),
-                        Some(r.as_str()),
-                        binary,
-                        payload,
-                    );
-                    if let Some(members) = st.rooms.get(r) {
-                        for (uid, m) in members {
-                            if uid != from {
-                                m.outbox.message(&d, now);
+            Some((r, Joined { uid: from, .. })) => {
+                match me.sends.check(hub.spec.client_send_rate, now) {
+                    Err(_) => room_send_result::EXCEED_QPS,
+                    Ok(()) => {
+                        let d = Delivery::encode(
+                            MessageKind::RoomBroadcast,
+                            from.as_str(),
+                            Some(r.as_str()),
+                            binary,
+                            payload,
+                        );
+                        if let Some(members) = st.rooms.get(r) {
+                            for (uid, m) in members {
+                                if uid != from {
+                                    m.outbox.message(&d, now);
+                                }
                             }
                         }
+                        room_send_result::SUCCESS
                     }
-                    room_send_result::SUCCESS
                 }
-            },
+            }
         };
         me.outbox.event(&Event::RoomMessageSendResult {
             room_id: room.to_owned(),
@@ -953,6 +974,125 @@ impl Hub {
         });
         error
     }
+}
+
+/// How long before a room token expires its connection is warned (`onTokenWillExpire`).
+pub const TOKEN_WARNING_SECS: u32 = 30;
+
+impl Hub {
+    /// `updateToken(roomId, token)`: renews the token of a joined room. A token that is not valid
+    /// for the room and the uid joined with (or already expired) is answered
+    /// `onRoomStateChanged(-1010)` and changes nothing.
+    pub fn update_room_token(
+        &self,
+        app: &str,
+        session: SessionId,
+        room: &str,
+        token: &str,
+        now: Timestamp,
+    ) {
+        let Some(hub) = self.apps.get(app) else {
+            return;
+        };
+        let mut st = hub.state.lock();
+        let Some(me) = st.sessions.get_mut(&session) else {
+            return;
+        };
+        let outbox = me.outbox.clone();
+        let joined = RoomId::new(room).ok().and_then(|r| me.rooms.get_mut(&r));
+        let Some(joined) = joined else {
+            outbox.event(&Event::RoomStateChanged {
+                room_id: room.to_owned(),
+                uid: String::new(),
+                state: room_state::UPDATE_TOKEN_WITH_INVALID_TOKEN,
+            });
+            return;
+        };
+        let uid = joined.uid.as_str();
+        match check_token(&hub.spec, token, uid, |t| t == room || t == "*") {
+            Some(t) if !t.is_expired(now.secs() as i64) => {
+                joined.expires_at = t.expire_at;
+                joined.warned = false;
+            }
+            _ => {
+                outbox.event(&Event::RoomStateChanged {
+                    room_id: room.to_owned(),
+                    uid: uid.to_owned(),
+                    state: room_state::UPDATE_TOKEN_WITH_INVALID_TOKEN,
+                });
+            }
+        }
+    }
+
+    /// When [`Hub::expire_tokens`] next has something to do for this connection (unix seconds):
+    /// a warning 30 s before a room token expires, or its expiry.
+    pub fn token_deadline(&self, app: &str, session: SessionId) -> Option<u64> {
+        let hub = self.apps.get(app)?;
+        let st = hub.state.lock();
+        let me = st.sessions.get(&session)?;
+        me.rooms
+            .values()
+            .filter(|j| j.expires_at != 0)
+            .map(|j| {
+                let at = if j.warned {
+                    // Expired once `now > expires_at`, in whole seconds.
+                    j.expires_at.saturating_add(1)
+                } else {
+                    j.expires_at.saturating_sub(TOKEN_WARNING_SECS)
+                };
+                u64::from(at)
+            })
+            .min()
+    }
+
+    /// Warns of room tokens about to expire (`onTokenWillExpire`) and removes memberships whose
+    /// token has expired (`onRoomStateChanged(-1009)`; the other members see the user drop).
+    pub fn expire_tokens(&self, app: &str, session: SessionId, now: Timestamp) {
+        let Some(hub) = self.apps.get(app) else {
+            return;
+        };
+        let mut st = hub.state.lock();
+        let st = &mut *st;
+        let Some(me) = st.sessions.get_mut(&session) else {
+            return;
+        };
+        let secs = now.secs();
+        let mut expired = Vec::new();
+        for (room, j) in me.rooms.iter_mut().filter(|(_, j)| j.expires_at != 0) {
+            if secs > u64::from(j.expires_at) {
+                expired.push(room.clone());
+            } else if !j.warned && secs + u64::from(TOKEN_WARNING_SECS) >= u64::from(j.expires_at) {
+                j.warned = true;
+                me.outbox.event(&Event::TokenWillExpire {
+                    room_id: room.to_string(),
+                });
+            }
+        }
+        let outbox = me.outbox.clone();
+        for room in expired {
+            let Some(j) = me_rooms_remove(st, session, &room) else {
+                continue;
+            };
+            outbox.event(&Event::RoomStateChanged {
+                room_id: room.to_string(),
+                uid: j.uid.to_string(),
+                state: room_state::TOKEN_EXPIRED,
+            });
+            self.end_membership(
+                hub,
+                st,
+                &room,
+                &j.uid,
+                session,
+                Departure::TokenExpired,
+                now,
+            );
+        }
+    }
+}
+
+fn me_rooms_remove(st: &mut AppState, session: SessionId, room: &RoomId) -> Option<Joined> {
+    st.sessions.get_mut(&session)?.rooms.remove(room)
 }
 
 fn user_result(offer: Offer) -> i32 {

@@ -720,3 +720,90 @@ fn peer_status_and_server_params() {
     assert_eq!(hub.login(APP, a, "a", &token(APP, "", "a", 0), now()), 0);
     assert!(hub.prepare_server_message(APP, a, 5, 2, now()).is_none());
 }
+
+#[test]
+fn room_tokens_warn_renew_and_expire() {
+    let log = Arc::new(HookLog::default());
+    let hub = presence_hub(log.clone());
+    let (a, a_rec) = connect(&hub);
+    let soon = NOW as u32 + 20;
+    assert_eq!(
+        hub.join_room(APP, a, "r", "a", &token(APP, "r", "a", soon), now()),
+        0
+    );
+    let (b, b_rec) = connect(&hub);
+    assert_eq!(
+        hub.join_room(APP, b, "r", "b", &token(APP, "r", "b", 0), now()),
+        0
+    );
+    a_rec.take();
+    b_rec.take();
+    // 20 s left: within the 30 s warning, so the deadline is now and the warning comes once.
+    assert_eq!(hub.token_deadline(APP, a), Some(u64::from(soon) - 30));
+    assert_eq!(
+        hub.token_deadline(APP, b),
+        None,
+        "a token that never expires needs no timer"
+    );
+    hub.expire_tokens(APP, a, now());
+    hub.expire_tokens(APP, a, now());
+    assert_eq!(
+        events(&a_rec),
+        vec![Event::TokenWillExpire {
+            room_id: "r".into()
+        }]
+    );
+    assert_eq!(hub.token_deadline(APP, a), Some(u64::from(soon) + 1));
+
+    // A bad renewal changes nothing; a good one resets the clock and the warning.
+    hub.update_room_token(
+        APP,
+        a,
+        "r",
+        &token(APP, "r", "someone", NOW as u32 + 3600),
+        now(),
+    );
+    hub.update_room_token(APP, a, "elsewhere", &token(APP, "elsewhere", "a", 0), now());
+    let bad = |uid: &str, room: &str| Event::RoomStateChanged {
+        room_id: room.into(),
+        uid: uid.into(),
+        state: -1010,
+    };
+    assert_eq!(events(&a_rec), vec![bad("a", "r"), bad("", "elsewhere")]);
+    let later = NOW as u32 + 3600;
+    hub.update_room_token(APP, a, "r", &token(APP, "r", "a", later), now());
+    assert!(a_rec.take().is_empty());
+    assert_eq!(hub.token_deadline(APP, a), Some(u64::from(later) - 30));
+
+    // Unrenewed, the membership ends one second after the expiry.
+    let at = |secs: u32| Timestamp::from_secs(u64::from(secs));
+    hub.expire_tokens(APP, a, at(later - 30));
+    assert_eq!(
+        events(&a_rec),
+        vec![Event::TokenWillExpire {
+            room_id: "r".into()
+        }]
+    );
+    hub.expire_tokens(APP, a, at(later));
+    assert!(a_rec.take().is_empty());
+    hub.expire_tokens(APP, a, at(later + 1));
+    assert_eq!(
+        events(&a_rec),
+        vec![Event::RoomStateChanged {
+            room_id: "r".into(),
+            uid: "a".into(),
+            state: -1009
+        }]
+    );
+    assert_eq!(
+        events(&b_rec),
+        vec![Event::UserLeave {
+            room_id: "r".into(),
+            uid: "a".into(),
+            reason: 1
+        }]
+    );
+    assert_eq!(hub.room_users(APP, &room("r")), Some(vec![uid("b")]));
+    assert_eq!(hub.token_deadline(APP, a), None);
+    assert!(log.0.lock().contains(&"leave r a TokenExpired".to_owned()));
+}

@@ -52,8 +52,10 @@ pub mod room_state {
     pub const DUPLICATE_LOGIN: i32 = -1004;
     /// The room id breaks the id rule.
     pub const ROOM_ID_ILLEGAL: i32 = -1007;
-    /// The token has expired.
+    /// The token has expired (at `joinRoom`, or later while in the room without `updateToken`).
     pub const TOKEN_EXPIRED: i32 = -1009;
+    /// `updateToken` was given a token that is not valid for this room and user.
+    pub const UPDATE_TOKEN_WITH_INVALID_TOKEN: i32 = -1010;
     /// The business server removed this user from the room (`KickUser`).
     pub const KICKED_OUT: i32 = -1006;
     /// This connection has already joined the room.
@@ -173,6 +175,16 @@ pub enum Call {
         #[serde(rename = "roomId")]
         room_id: String,
     },
+    /// Renew the token of a joined room before it expires (the vendor's `RTCRoom.updateToken`).
+    /// Silent on success; `onRoomStateChanged(-1010)` if the token is not valid.
+    #[serde(rename = "updateToken")]
+    UpdateToken {
+        /// The room.
+        #[serde(rename = "roomId")]
+        room_id: String,
+        /// A new `001` token for the room and the uid joined with.
+        token: String,
+    },
     /// Ask whether a user is logged in. Answered by `onGetPeerOnlineStatus`.
     #[serde(rename = "getPeerOnlineStatus")]
     GetPeerOnlineStatus {
@@ -235,6 +247,13 @@ pub enum Event {
     /// The result of `leaveRoom`.
     #[serde(rename = "onLeaveRoom")]
     LeaveRoom {
+        /// The room.
+        #[serde(rename = "roomId")]
+        room_id: String,
+    },
+    /// The token of a joined room expires in 30 seconds or less: call `updateToken`.
+    #[serde(rename = "onTokenWillExpire")]
+    TokenWillExpire {
         /// The room.
         #[serde(rename = "roomId")]
         room_id: String,

@@ -19,6 +19,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -181,7 +182,20 @@ async fn read_loop(
     let g = &shared.config.gateway;
     let mut last_heard = Instant::now();
     loop {
-        let frame = match tokio::time::timeout(g.heartbeat_interval(), reader.read(rd)).await {
+        // Room tokens that need a warning or have expired wake the connection up on time.
+        let token_deadline = shared.hub.token_deadline(app, session).map(|secs| {
+            let now = shared.clock.now().micros();
+            Duration::from_micros((secs * 1_000_000).saturating_sub(now))
+        });
+        let read = tokio::time::timeout(g.heartbeat_interval(), reader.read(rd));
+        let next = tokio::select! {
+            r = read => r,
+            () = tokio::time::sleep(token_deadline.unwrap_or_default()), if token_deadline.is_some() => {
+                shared.hub.expire_tokens(app, session, shared.clock.now());
+                continue;
+            }
+        };
+        let frame = match next {
             Err(_) => {
                 if last_heard.elapsed() >= g.heartbeat_timeout() {
                     return Closing {
@@ -298,6 +312,9 @@ fn handle_call(shared: &Shared, app: &str, session: SessionId, outbox: &ConnOutb
             hub.join_room(app, session, &room_id, &uid, &token, now);
         }
         Call::LeaveRoom { room_id } => hub.leave_room(app, session, &room_id, now),
+        Call::UpdateToken { room_id, token } => {
+            hub.update_room_token(app, session, &room_id, &token, now);
+        }
         Call::GetPeerOnlineStatus { peer_user_id } => {
             hub.get_peer_online_status(app, session, &peer_user_id);
         }

@@ -257,6 +257,7 @@ impl Pending {
                     Departure::Left => "leaveRoom",
                     Departure::ConnectionLost => "connectionLost",
                     Departure::Kicked => "kickedByServer",
+                    Departure::TokenExpired => "tokenExpired",
                 }),
                 duration: Some(at.micros_since(*joined_at) / 1_000_000),
                 ..EventData::new(uid, at)
@@ -267,6 +268,7 @@ impl Pending {
                     Departure::Left => "logout",
                     Departure::ConnectionLost => "connectionLost",
                     Departure::Kicked => "kickedByServer",
+                    Departure::TokenExpired => "tokenExpired",
                 }),
                 duration: Some(at.micros_since(*since) / 1_000_000),
                 ..EventData::new(uid, at)

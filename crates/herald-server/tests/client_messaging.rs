@@ -263,3 +263,33 @@ impl WithWebhook for herald_server::config::Config {
         self
     }
 }
+
+/// A room token that runs out is warned about, then ends the membership, on the server's own
+/// timer: nothing but the clock has to happen.
+#[tokio::test]
+async fn an_expiring_room_token_is_warned_about_then_ends_the_membership() {
+    let server = start(config("")).await;
+    let addr = server.local_addr();
+    let now = system_now();
+    let mut ws = ws(addr, APP).await;
+    let mut t = herald_proto::token::AccessToken::new(APP, "r1", "u1", 5, now as u32);
+    t.expire_time(now as u32 + 1);
+    send_call(
+        &mut ws,
+        json!({"call":"joinRoom","roomId":"r1","uid":"u1","token":t.serialize(KEY)}),
+    )
+    .await;
+    assert_eq!(event(&mut ws).await["state"], 0);
+    assert_eq!(
+        event(&mut ws).await,
+        json!({"event":"onTokenWillExpire","roomId":"r1"})
+    );
+    assert_eq!(
+        event(&mut ws).await,
+        json!({"event":"onRoomStateChanged","roomId":"r1","uid":"u1","state":-1009})
+    );
+    assert_eq!(
+        online_users(addr, "r1", system_now()).await,
+        json!({"RoomExists": false})
+    );
+}

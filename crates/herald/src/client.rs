@@ -114,7 +114,15 @@ async fn call(engine: &Engine, line: &str) -> Result<Option<(&'static str, u64)>
         .get("call")
         .and_then(serde_json::Value::as_str)
         .is_some_and(|name| name.starts_with("send"));
-    let sent = if is_send {
+    let name = value.get("call").and_then(serde_json::Value::as_str);
+    let sent = if name == Some("updateLoginToken") {
+        // An SDK-side call (it logs in again only after a refused token): not on the wire.
+        let token = value
+            .get("token")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| "not a call: updateLoginToken needs a token".to_owned())?;
+        engine.update_login_token(token).await.map(|()| None)
+    } else if is_send {
         let send = SendLine::deserialize(value).map_err(not_a_call)?;
         send.run(engine)
             .await
@@ -140,6 +148,7 @@ async fn run_call(engine: &Engine, call: &Call) -> Result<(), CallError> {
             engine.get_peer_online_status(peer_user_id).await
         }
         Call::SetServerParams { signature, url } => engine.set_server_params(signature, url).await,
+        Call::UpdateToken { room_id, token } => engine.update_token(room_id, token).await,
     }
 }
 
