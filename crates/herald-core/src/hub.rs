@@ -10,10 +10,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use herald_proto::client::{
     login_error, logout_reason, online_status, room_send_result, room_state, send_result,
-    user_leave_reason, Delivery, Event, MessageKind, MAX_CLIENT_MESSAGE_BYTES,
+    user_leave_reason, Delivery, Event, MessageKind, SendFrame, SendOp, MAX_CLIENT_MESSAGE_BYTES,
 };
 use herald_proto::ids::{is_valid_id, AppId, RoomId, UserId};
 use herald_proto::openapi::{ApiError, ErrorCode, SendRequest, Target};
@@ -776,204 +775,132 @@ impl Hub {
         result
     }
 
-    /// Checks a `sendServerMessage` (logged in, parameters set, size, rate) and returns where to
-    /// post it and as whom. On refusal the hub answers `onServerMessageSendResult` itself; on
-    /// success the edge posts and answers.
-    pub fn prepare_server_message(
+    /// A message a client sends (any [`SendOp`]): checks it in the vendor's order — the sender
+    /// (logged in, or joined to the room), the recipient id, the size, the connection's rate —
+    /// then routes it like an OpenAPI message, from the sender's uid, and answers the sender with
+    /// the op's result event. A server message that passes is returned for the edge to post; the
+    /// edge answers it.
+    pub fn client_send(
         &self,
         app: &str,
         session: SessionId,
-        msgid: u64,
-        len: usize,
+        send: &SendFrame,
         now: Timestamp,
-    ) -> Option<(ServerParams, UserId)> {
-        let hub = self.apps.get(app)?;
-        let mut st = hub.state.lock();
-        let me = st.sessions.get_mut(&session)?;
-        let checked = match (&me.login, &me.server_params) {
-            (None, _) => Err(send_result::NOT_LOGIN),
-            (_, None) => Err(send_result::SERVER_PARAMS_NOT_SET),
-            _ if len > MAX_CLIENT_MESSAGE_BYTES => Err(send_result::EXCEED_MAX_LENGTH),
-            (Some(uid), Some(params)) => match me.sends.check(hub.spec.client_send_rate, now) {
-                Err(_) => Err(send_result::EXCEED_QPS),
-                Ok(()) => Ok((params.clone(), uid.clone())),
-            },
-        };
-        match checked {
-            Ok(target) => Some(target),
-            Err(error) => {
-                me.outbox.event(&Event::ServerMessageSendResult {
-                    msgid,
-                    error,
-                    message: String::new(),
-                });
-                None
-            }
-        }
-    }
-
-    /// `sendUserMessageOutsideRoom` / `sendUserBinaryMessageOutsideRoom`: from the connection's
-    /// login to another logged-in user. Answers `onUserMessageSendResultOutsideRoom`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn send_user_outside_room(
-        &self,
-        app: &str,
-        session: SessionId,
-        msgid: u64,
-        to: &str,
-        binary: bool,
-        payload: &Bytes,
-        now: Timestamp,
-    ) -> i32 {
+    ) -> ClientSent {
         let Some(hub) = self.apps.get(app) else {
-            return send_result::NOT_LOGIN;
+            return ClientSent::Answered(send_result::NOT_LOGIN);
         };
         let mut st = hub.state.lock();
         let st = &mut *st;
         let Some(me) = st.sessions.get_mut(&session) else {
-            return send_result::NOT_LOGIN;
+            return ClientSent::Answered(send_result::NOT_LOGIN);
         };
-        let error = match &me.login {
-            None => send_result::NOT_LOGIN,
-            Some(_) if !is_valid_id(to) => send_result::EMPTY_USER,
-            Some(_) if payload.len() > MAX_CLIENT_MESSAGE_BYTES => send_result::EXCEED_MAX_LENGTH,
-            Some(from) => match me.sends.check(hub.spec.client_send_rate, now) {
-                Err(_) => send_result::EXCEED_QPS,
-                Ok(()) => match st.logins.get(to) {
-                    None => send_result::NO_RECEIVER,
-                    Some(m) => {
-                        let d = Delivery::encode(
-                            MessageKind::OutsideRoom,
-                            from.as_str(),
-                            None,
-                            binary,
-                            payload,
-                        );
-                        user_result(m.outbox.message(&d, now))
-                    }
-                },
-            },
-        };
-        me.outbox
-            .event(&Event::UserMessageSendResultOutsideRoom { msgid, error });
-        error
-    }
-
-    /// `sendUserMessage` / `sendUserBinaryMessage`: to one member of a room the sender has
-    /// joined, from its uid in that room. Answers `onUserMessageSendResult`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn send_user_in_room(
-        &self,
-        app: &str,
-        session: SessionId,
-        msgid: u64,
-        room: &str,
-        to: &str,
-        binary: bool,
-        payload: &Bytes,
-        now: Timestamp,
-    ) -> i32 {
-        let Some(hub) = self.apps.get(app) else {
-            return send_result::NOT_JOIN;
-        };
-        let mut st = hub.state.lock();
-        let st = &mut *st;
-        let Some(me) = st.sessions.get_mut(&session) else {
-            return send_result::NOT_JOIN;
-        };
-        let joined = RoomId::new(room)
-            .ok()
-            .and_then(|r| me.rooms.get_key_value(&r));
-        let error = match joined {
-            None => send_result::NOT_JOIN,
-            Some(_) if !is_valid_id(to) => send_result::EMPTY_USER,
-            Some(_) if payload.len() > MAX_CLIENT_MESSAGE_BYTES => send_result::EXCEED_MAX_LENGTH,
-            Some((r, Joined { uid: from, .. })) => {
-                match me.sends.check(hub.spec.client_send_rate, now) {
-                    Err(_) => send_result::EXCEED_QPS,
-                    Ok(()) => match st.rooms.get(r).and_then(|m| m.get(to)) {
-                        None => send_result::NO_RECEIVER,
-                        Some(m) => {
-                            let d = Delivery::encode(
-                                MessageKind::RoomUser,
-                                from.as_str(),
-                                Some(r.as_str()),
-                                binary,
-                                payload,
-                            );
-                            user_result(m.outbox.message(&d, now))
-                        }
-                    },
+        let op = send.op;
+        let checked = (|| {
+            let (from, room) = match op {
+                SendOp::UserOutsideRoom | SendOp::Server => {
+                    (me.login.clone().ok_or(send_result::NOT_LOGIN)?, None)
                 }
-            }
-        };
-        me.outbox.event(&Event::UserMessageSendResult {
-            room_id: room.to_owned(),
-            msgid,
-            error,
-        });
-        error
-    }
-
-    /// `sendRoomMessage` / `sendRoomBinaryMessage`: to every other member of a room the sender
-    /// has joined. Answers `onRoomMessageSendResult` (200 on success).
-    #[allow(clippy::too_many_arguments)]
-    pub fn send_room(
-        &self,
-        app: &str,
-        session: SessionId,
-        msgid: u64,
-        room: &str,
-        binary: bool,
-        payload: &Bytes,
-        now: Timestamp,
-    ) -> i32 {
-        let Some(hub) = self.apps.get(app) else {
-            return room_send_result::NOT_JOIN;
-        };
-        let mut st = hub.state.lock();
-        let st = &mut *st;
-        let Some(me) = st.sessions.get_mut(&session) else {
-            return room_send_result::NOT_JOIN;
-        };
-        let joined = RoomId::new(room)
-            .ok()
-            .and_then(|r| me.rooms.get_key_value(&r));
-        let error = match joined {
-            None => room_send_result::NOT_JOIN,
-            Some(_) if payload.len() > MAX_CLIENT_MESSAGE_BYTES => {
-                room_send_result::EXCEED_MAX_LENGTH
-            }
-            Some((r, Joined { uid: from, .. })) => {
-                match me.sends.check(hub.spec.client_send_rate, now) {
-                    Err(_) => room_send_result::EXCEED_QPS,
-                    Ok(()) => {
-                        let d = Delivery::encode(
-                            MessageKind::RoomBroadcast,
-                            from.as_str(),
-                            Some(r.as_str()),
-                            binary,
-                            payload,
-                        );
-                        if let Some(members) = st.rooms.get(r) {
-                            for (uid, m) in members {
-                                if uid != from {
-                                    m.outbox.message(&d, now);
-                                }
-                            }
-                        }
-                        room_send_result::SUCCESS
-                    }
+                SendOp::UserInRoom | SendOp::Room => {
+                    let (r, joined) = RoomId::new(&send.room_id)
+                        .ok()
+                        .and_then(|r| me.rooms.get_key_value(&r))
+                        .ok_or(send_result::NOT_JOIN)?;
+                    (joined.uid.clone(), Some(r.clone()))
                 }
+            };
+            if matches!(op, SendOp::UserOutsideRoom | SendOp::UserInRoom) && !is_valid_id(&send.to)
+            {
+                return Err(send_result::EMPTY_USER);
             }
-        };
-        me.outbox.event(&Event::RoomMessageSendResult {
-            room_id: room.to_owned(),
-            msgid,
-            error,
+            if op == SendOp::Server && me.server_params.is_none() {
+                return Err(send_result::SERVER_PARAMS_NOT_SET);
+            }
+            if send.payload.len() > MAX_CLIENT_MESSAGE_BYTES {
+                return Err(send_result::EXCEED_MAX_LENGTH);
+            }
+            me.sends
+                .check(hub.spec.client_send_rate, now)
+                .map_err(|_| send_result::EXCEED_QPS)?;
+            Ok((from, room))
+        })();
+        let outcome = checked.and_then(|(from, room)| {
+            let delivery = |kind| {
+                let room = room.as_ref().map(RoomId::as_str);
+                Delivery::encode(kind, from.as_str(), room, send.binary, &send.payload)
+            };
+            match (op, &room) {
+                (SendOp::Server, _) => Ok(None),
+                (SendOp::UserOutsideRoom, _) => {
+                    let to = st
+                        .logins
+                        .get(send.to.as_str())
+                        .ok_or(send_result::NO_RECEIVER)?;
+                    offer_result(to.outbox.message(&delivery(MessageKind::OutsideRoom), now))
+                }
+                (SendOp::UserInRoom, Some(r)) => {
+                    let to = st
+                        .rooms
+                        .get(r)
+                        .and_then(|m| m.get(send.to.as_str()))
+                        .ok_or(send_result::NO_RECEIVER)?;
+                    offer_result(to.outbox.message(&delivery(MessageKind::RoomUser), now))
+                }
+                (SendOp::Room, Some(r)) => {
+                    let d = delivery(MessageKind::RoomBroadcast);
+                    let members = st.rooms.get(r).into_iter().flatten();
+                    for (_, m) in members.filter(|(uid, _)| **uid != from) {
+                        m.outbox.message(&d, now);
+                    }
+                    Ok(None)
+                }
+                // Room ops always have their room.
+                (SendOp::UserInRoom | SendOp::Room, None) => Err(send_result::NOT_JOIN),
+            }
         });
-        error
+        let error = match outcome {
+            Ok(_) if op == SendOp::Server => {
+                let params = me.server_params.clone();
+                return params.map_or(
+                    ClientSent::Answered(send_result::SERVER_PARAMS_NOT_SET),
+                    ClientSent::Upstream,
+                );
+            }
+            Ok(_) if op == SendOp::Room => room_send_result::SUCCESS,
+            Ok(_) => send_result::SUCCESS,
+            Err(e) => e,
+        };
+        let msgid = send.msgid;
+        let room_id = send.room_id.clone();
+        me.outbox.event(&match op {
+            SendOp::UserOutsideRoom => Event::UserMessageSendResultOutsideRoom { msgid, error },
+            SendOp::UserInRoom => Event::UserMessageSendResult {
+                room_id,
+                msgid,
+                error,
+            },
+            SendOp::Room => Event::RoomMessageSendResult {
+                room_id,
+                msgid,
+                error,
+            },
+            SendOp::Server => Event::ServerMessageSendResult {
+                msgid,
+                error,
+                message: String::new(),
+            },
+        });
+        ClientSent::Answered(error)
     }
+}
+
+/// What [`Hub::client_send`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientSent {
+    /// The sender was answered with this result code.
+    Answered(i32),
+    /// A server message passed the checks: the edge posts it to these parameters and answers.
+    Upstream(ServerParams),
 }
 
 /// How long before a room token expires its connection is warned (`onTokenWillExpire`).
@@ -1095,10 +1022,11 @@ fn me_rooms_remove(st: &mut AppState, session: SessionId, room: &RoomId) -> Opti
     st.sessions.get_mut(&session)?.rooms.remove(room)
 }
 
-fn user_result(offer: Offer) -> i32 {
+/// A user send's result from what the recipient's outbox did with it.
+fn offer_result(offer: Offer) -> Result<Option<()>, i32> {
     match offer {
-        Offer::Queued => send_result::SUCCESS,
-        Offer::Overflow => send_result::BROKEN,
-        Offer::Closed => send_result::NO_RECEIVER,
+        Offer::Queued => Ok(None),
+        Offer::Overflow => Err(send_result::BROKEN),
+        Offer::Closed => Err(send_result::NO_RECEIVER),
     }
 }

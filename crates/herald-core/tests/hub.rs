@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use herald_core::apps::{AppSpec, Registry};
-use herald_core::hub::{Hub, Offer, Outbox, Outcome, SendError, SessionId, Summary};
+use herald_core::hub::{ClientSent, Hub, Offer, Outbox, Outcome, SendError, SessionId, Summary};
 use herald_core::time::Timestamp;
-use herald_proto::client::{room_state, Delivery, Event, MessageKind, ReceivedMessage};
+use herald_proto::client::{
+    room_state, Delivery, Event, MessageKind, ReceivedMessage, SendFrame, SendOp,
+};
 use herald_proto::ids::{AppId, RoomId, UserId};
 use herald_proto::openapi::{SendRequest, Target};
 use herald_proto::token::{AccessToken, Privilege};
@@ -440,6 +442,41 @@ fn events(rec: &Recorder) -> Vec<Event> {
         .collect()
 }
 
+fn frame(
+    op: SendOp,
+    msgid: u64,
+    to: &str,
+    room: &str,
+    binary: bool,
+    payload: &bytes::Bytes,
+) -> SendFrame {
+    SendFrame {
+        op,
+        msgid,
+        to: to.into(),
+        room_id: room.into(),
+        binary,
+        payload: payload.clone(),
+    }
+}
+
+fn answered(sent: ClientSent) -> i32 {
+    match sent {
+        ClientSent::Answered(code) => code,
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+fn server_send(hub: &Hub, s: SessionId, msgid: u64, len: usize) -> ClientSent {
+    let payload = bytes::Bytes::from(vec![b'x'; len]);
+    hub.client_send(
+        APP,
+        s,
+        &frame(SendOp::Server, msgid, "", "", false, &payload),
+        now(),
+    )
+}
+
 fn bytes(s: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(s.as_bytes())
 }
@@ -453,7 +490,12 @@ fn client_sends_outside_room_carry_every_result_code() {
     let (_b, b_rec) = login(&hub, "b");
     let msg = bytes("hi");
     let send = |s, to: &str, p: &bytes::Bytes, t: Timestamp| {
-        hub.send_user_outside_room(APP, s, 9, to, false, p, t)
+        answered(hub.client_send(
+            APP,
+            s,
+            &frame(SendOp::UserOutsideRoom, 9, to, "", false, p),
+            t,
+        ))
     };
 
     assert_eq!(send(anon, "b", &msg, now()), NOT_LOGIN);
@@ -494,23 +536,48 @@ fn client_sends_in_rooms_reach_members_only() {
     let (_c, c_rec) = join(&hub, "r2", "c");
     let msg = bytes("yo");
     assert_eq!(
-        hub.send_user_in_room(APP, a, 1, "r1", "b", true, &msg, now()),
+        answered(hub.client_send(
+            APP,
+            a,
+            &frame(SendOp::UserInRoom, 1, "b", "r1", true, &msg),
+            now()
+        )),
         send_result::SUCCESS
     );
     assert_eq!(
-        hub.send_user_in_room(APP, a, 2, "r1", "c", true, &msg, now()),
+        answered(hub.client_send(
+            APP,
+            a,
+            &frame(SendOp::UserInRoom, 2, "c", "r1", true, &msg),
+            now()
+        )),
         send_result::NO_RECEIVER
     );
     assert_eq!(
-        hub.send_user_in_room(APP, a, 3, "r2", "c", true, &msg, now()),
+        answered(hub.client_send(
+            APP,
+            a,
+            &frame(SendOp::UserInRoom, 3, "c", "r2", true, &msg),
+            now()
+        )),
         send_result::NOT_JOIN
     );
     assert_eq!(
-        hub.send_room(APP, a, 4, "r1", false, &msg, now()),
+        answered(hub.client_send(
+            APP,
+            a,
+            &frame(SendOp::Room, 4, "", "r1", false, &msg),
+            now()
+        )),
         room_send_result::SUCCESS
     );
     assert_eq!(
-        hub.send_room(APP, a, 5, "r2", false, &msg, now()),
+        answered(hub.client_send(
+            APP,
+            a,
+            &frame(SendOp::Room, 5, "", "r2", false, &msg),
+            now()
+        )),
         room_send_result::NOT_JOIN
     );
     let got = messages(&b_rec);
@@ -673,9 +740,12 @@ fn peer_status_and_server_params() {
         hub.set_server_params(APP, a, "sig", "http://127.0.0.1:9/biz/x"),
         NOT_LOGIN
     );
-    assert!(hub.prepare_server_message(APP, a, 1, 2, now()).is_none());
+    assert_eq!(server_send(&hub, a, 1, 2), ClientSent::Answered(NOT_LOGIN));
     assert_eq!(hub.login(APP, a, "a", &token(APP, "", "a", 0), now()), 0);
-    assert!(hub.prepare_server_message(APP, a, 2, 2, now()).is_none());
+    assert_eq!(
+        server_send(&hub, a, 2, 2),
+        ClientSent::Answered(SERVER_PARAMS_NOT_SET)
+    );
     assert_eq!(
         hub.set_server_params(APP, a, "sig", "http://127.0.0.1:9/other"),
         SERVER_PARAMS_NOT_SET
@@ -688,17 +758,16 @@ fn peer_status_and_server_params() {
         hub.set_server_params(APP, a, "sig", "http://127.0.0.1:9/biz/x"),
         200
     );
-    assert!(hub
-        .prepare_server_message(APP, a, 3, 64 * 1024 + 1, now())
-        .is_none());
-    let (params, from) = hub.prepare_server_message(APP, a, 4, 2, now()).unwrap();
     assert_eq!(
-        (
-            params.url.as_str(),
-            params.signature.as_str(),
-            from.as_str()
-        ),
-        ("http://127.0.0.1:9/biz/x", "sig", "a")
+        server_send(&hub, a, 3, 64 * 1024 + 1),
+        ClientSent::Answered(EXCEED_MAX_LENGTH)
+    );
+    let ClientSent::Upstream(params) = server_send(&hub, a, 4, 2) else {
+        panic!("a valid server message is handed to the edge");
+    };
+    assert_eq!(
+        (params.url.as_str(), params.signature.as_str()),
+        ("http://127.0.0.1:9/biz/x", "sig")
     );
     let result = |msgid, error| Event::ServerMessageSendResult {
         msgid,
@@ -718,7 +787,10 @@ fn peer_status_and_server_params() {
     // Logging out forgets the parameters.
     hub.logout(APP, a, now());
     assert_eq!(hub.login(APP, a, "a", &token(APP, "", "a", 0), now()), 0);
-    assert!(hub.prepare_server_message(APP, a, 5, 2, now()).is_none());
+    assert_eq!(
+        server_send(&hub, a, 5, 2),
+        ClientSent::Answered(SERVER_PARAMS_NOT_SET)
+    );
 }
 
 #[test]

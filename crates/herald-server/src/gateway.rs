@@ -11,10 +11,10 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
-use herald_core::hub::ServerParams;
 use herald_core::hub::SessionId;
+use herald_core::hub::{ClientSent, ServerParams};
 use herald_core::time::Timestamp;
-use herald_proto::client::{close_code, error_code, send_result, Call, Event, SendFrame, SendOp};
+use herald_proto::client::{close_code, error_code, send_result, Call, Event, SendFrame};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -344,33 +344,15 @@ fn handle_send(
         }
     };
     let now = shared.clock.now();
-    let hub = &shared.hub;
-    let SendFrame {
-        op,
-        msgid,
-        to,
-        room_id,
-        binary,
-        payload,
-    } = send;
-    match op {
-        SendOp::UserOutsideRoom => {
-            hub.send_user_outside_room(app, session, msgid, &to, binary, &payload, now);
-        }
-        SendOp::UserInRoom => {
-            hub.send_user_in_room(app, session, msgid, &room_id, &to, binary, &payload, now);
-        }
-        SendOp::Room => {
-            hub.send_room(app, session, msgid, &room_id, binary, &payload, now);
-        }
-        SendOp::Server => {
-            let Some((params, _from)) =
-                hub.prepare_server_message(app, session, msgid, payload.len(), now)
-            else {
-                return;
-            };
-            server_message(shared, outbox, msgid, params, binary, payload);
-        }
+    if let ClientSent::Upstream(params) = shared.hub.client_send(app, session, &send, now) {
+        server_message(
+            shared,
+            outbox,
+            send.msgid,
+            params,
+            send.binary,
+            send.payload,
+        );
     }
 }
 
