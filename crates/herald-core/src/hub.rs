@@ -187,6 +187,23 @@ impl From<SendError> for ApiError {
     }
 }
 
+/// What an operator sees of one app (the console): lists are sorted and cut at `limit` entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppOverview {
+    /// The app.
+    pub app_id: AppId,
+    /// Open connections.
+    pub connections: usize,
+    /// Logged-in users (at most `limit`).
+    pub logins: Vec<UserId>,
+    /// Logged-in users in all.
+    pub total_logins: usize,
+    /// Rooms with their members (at most `limit` rooms of at most `limit` members).
+    pub rooms: Vec<(RoomId, Vec<UserId>)>,
+    /// Rooms in all.
+    pub total_rooms: usize,
+}
+
 /// Sizes of the hub's state, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -602,6 +619,43 @@ impl Hub {
             }
         }
         Ok(summary)
+    }
+
+    /// Who is where, per app, for the console. Costs a scan of each app's state under its lock:
+    /// an operator's view, not a hot path.
+    pub fn overview(&self, limit: usize) -> Vec<AppOverview> {
+        let mut apps: Vec<AppOverview> = self
+            .apps
+            .values()
+            .map(|hub| {
+                let st = hub.state.lock();
+                let mut logins: Vec<UserId> = st.logins.keys().cloned().collect();
+                logins.sort();
+                logins.truncate(limit);
+                let mut rooms: Vec<(RoomId, Vec<UserId>)> = st
+                    .rooms
+                    .iter()
+                    .map(|(r, m)| {
+                        let mut members: Vec<UserId> = m.keys().cloned().collect();
+                        members.sort();
+                        members.truncate(limit);
+                        (r.clone(), members)
+                    })
+                    .collect();
+                rooms.sort_by(|a, b| a.0.cmp(&b.0));
+                rooms.truncate(limit);
+                AppOverview {
+                    app_id: hub.spec.app_id.clone(),
+                    connections: st.sessions.len(),
+                    total_logins: st.logins.len(),
+                    logins,
+                    total_rooms: st.rooms.len(),
+                    rooms,
+                }
+            })
+            .collect();
+        apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+        apps
     }
 
     /// Current sizes, summed over apps.

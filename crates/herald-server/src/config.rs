@@ -49,6 +49,10 @@ pub struct Config {
     /// Largest allowed distance between a request's `X-Date` and the server clock. Default 900 s.
     #[serde(default = "default_skew")]
     pub max_clock_skew_secs: u64,
+    /// Bearer token of the admin API (`/admin/api/*`) behind the console page. Without it the
+    /// admin API is off (the console page still loads but cannot sign in).
+    #[serde(default)]
+    pub admin_token: Option<String>,
     /// The client gateway.
     #[serde(default)]
     pub gateway: GatewayConfig,
@@ -204,6 +208,7 @@ impl Config {
             listen: default_listen(),
             region: default_region(),
             max_clock_skew_secs: default_skew(),
+            admin_token: None,
             gateway: GatewayConfig::default(),
             apps: vec![AppConfig {
                 app_id: dev::APP_ID.into(),
@@ -240,6 +245,9 @@ impl Config {
     /// Checks ranges and builds nothing: call [`Config::registry`] for the app table.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return bad("admin_token must be at least 16 characters".into());
+        }
         if self.apps.is_empty() {
             return bad("at least one [[apps]] entry is needed".into());
         }

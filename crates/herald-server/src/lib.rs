@@ -10,6 +10,7 @@
 //! it gracefully. Configuration is parsed once into a [`config::Config`]. Time comes from
 //! a [`clock::Clock`], so tests can stop it.
 
+pub mod admin;
 pub mod api;
 pub mod clock;
 pub mod config;
@@ -195,7 +196,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
+    let path = req.uri().path();
+    if path.starts_with("/admin/api/") {
+        return admin::api(&shared, req).await;
+    }
+    // `/` is the OpenAPI when it carries a query (`?Action=…`), the console page otherwise.
+    if req.uri().query().is_none() || path != "/" {
+        if let Some(page) = admin::page(req.method(), path) {
+            return page;
+        }
+    }
+    match (req.method(), path) {
         (_, "/") => api::serve(&shared, req).await,
         (_, herald_proto::client::GATEWAY_PATH) => gateway::upgrade(shared, req),
         (&Method::GET, "/metrics") => text(

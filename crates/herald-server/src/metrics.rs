@@ -90,6 +90,21 @@ impl Metrics {
         self.latency_sum_us.fetch_add(latency_us, Relaxed);
     }
 
+    /// Messaging calls accepted so far.
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.load(Relaxed)
+    }
+
+    /// Drops so far, all reasons together.
+    pub fn dropped_all(&self) -> u64 {
+        self.dropped.iter().map(|d| d.load(Relaxed)).sum()
+    }
+
+    /// OpenAPI calls so far, whatever their result.
+    pub fn api_calls_total(&self) -> u64 {
+        self.api_calls.lock().values().sum()
+    }
+
     /// Messages written to sockets so far.
     pub fn delivered_total(&self) -> u64 {
         self.delivered.load(Relaxed)

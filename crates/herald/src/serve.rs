@@ -18,8 +18,14 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), CliError> {
     let (config, dev_app) = match &args.config {
         Some(path) => (Config::from_file(path).map_err(CliError::usage)?, false),
-        None => (Config::embedded_default(), true),
+        None => {
+            let mut config = Config::embedded_default();
+            // A fresh admin token each start: the console URL printed below carries it.
+            config.admin_token = Some(format!("{:032x}", rand::random::<u128>()));
+            (config, true)
+        }
     };
+    let admin_token = config.admin_token.clone();
     let server = Server::start(config).await.map_err(|e| match e {
         StartError::Config(_) => CliError::usage(e),
         StartError::Bind { .. } => CliError::runtime(e),
@@ -31,6 +37,11 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     );
     if dev_app {
         print_dev_app();
+    }
+    if let Some(token) = admin_token {
+        let base = format!("http://{}", server.local_addr());
+        println!("console: {base}/#token={token}");
+        println!("demo:    {base}/demo#token={token}");
     }
     tracing::info!(addr = %server.local_addr(), "herald listening");
     shutdown_signal().await;
