@@ -1,0 +1,444 @@
+//! The receiving side: many client connections, each logged in and/or in rooms, counting what they
+//! receive.
+//!
+//! Every client has an index. The load driver adds to `expected[index]` for each recipient of a
+//! call the server accepted; the client adds to `received[index]` for each message frame. After a
+//! run drains, a client that received less than expected lost messages, and one that received more
+//! got something it was not sent. Comparing per client (not only totals) means one client's loss
+//! cannot hide behind another's duplicate.
+//!
+//! A message's latency is the time from just before its API call was signed to the moment the
+//! `read` that brought its frame returned (one clock reading per `read`, not per frame, to keep the
+//! receiving side cheap).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context as _};
+use herald_proto::client::{Call, GATEWAY_PATH};
+use herald_proto::token::{AccessToken, Privilege};
+use parking_lot::Mutex;
+use rand::Rng as _;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::payload::{parse_message, stamp_of};
+use crate::server::{App, Target};
+use crate::stats::Latencies;
+use crate::ws::{Frame, WsClient};
+
+/// How long one client may take to connect, log in and join.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections being set up at once (the server's accept backlog is finite).
+const SETUP_CONCURRENCY: usize = 128;
+
+/// Initial read buffer per client; it grows to the largest frame received.
+const READ_BUFFER: usize = 4096;
+
+/// One client to start.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// Index into the apps.
+    pub app: usize,
+    /// Its user id (for the login and in its rooms).
+    pub uid: String,
+    /// Whether it logs in (to receive `SendUnicast`).
+    pub login: bool,
+    /// Rooms it joins.
+    pub rooms: Vec<String>,
+}
+
+/// Expected and received message counts of one client.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Messages the server accepted for this client.
+    pub expected: AtomicU64,
+    /// Message frames this client received.
+    pub received: AtomicU64,
+}
+
+/// Totals over all clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Messages the server accepted for the clients.
+    pub expected: u64,
+    /// Messages the clients received.
+    pub received: u64,
+    /// Sum over clients of what each received less than expected.
+    pub lost: u64,
+    /// Sum over clients of what each received more than expected.
+    pub unexpected: u64,
+}
+
+/// State shared by the clients, the load driver and the reports.
+#[derive(Debug)]
+pub struct Shared {
+    /// The instant payload stamps count from.
+    pub epoch: Instant,
+    /// Per client, by index.
+    pub tallies: Vec<Tally>,
+    /// Latency from API call to receipt.
+    pub latency: Latencies,
+    ready: AtomicUsize,
+    failed: AtomicUsize,
+    errors: Mutex<BTreeMap<String, u64>>,
+    closed: Mutex<BTreeMap<String, u64>>,
+    /// Messages whose msgid was not the previous one plus one.
+    pub msgid_gaps: AtomicU64,
+    /// Binary frames that were not valid message frames, or carried no stamp.
+    pub bad_frames: AtomicU64,
+    /// Text frames (events) received after set-up.
+    pub events: AtomicU64,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    /// Nanoseconds since `epoch`: the clock of payload stamps.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Totals and per-client differences.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for t in &self.tallies {
+            let (e, r) = (t.expected.load(Relaxed), t.received.load(Relaxed));
+            c.expected += e;
+            c.received += r;
+            c.lost += e.saturating_sub(r);
+            c.unexpected += r.saturating_sub(e);
+        }
+        c
+    }
+
+    /// Connections the server closed (or that failed) after set-up, by reason.
+    pub fn closed(&self) -> BTreeMap<String, u64> {
+        self.closed.lock().clone()
+    }
+
+    /// Set-up failures by reason.
+    pub fn setup_errors(&self) -> BTreeMap<String, u64> {
+        self.errors.lock().clone()
+    }
+
+    fn note_closed(&self, reason: String) {
+        if !self.stopping.load(Relaxed) {
+            *self.closed.lock().entry(reason).or_default() += 1;
+        }
+    }
+}
+
+/// Set-up of a fleet, once every client is in or has failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setup {
+    /// Clients connected, logged in and joined.
+    pub ready: usize,
+    /// Clients that failed (reasons in [`Shared::setup_errors`]).
+    pub failed: usize,
+    /// Seconds it took.
+    pub secs: f64,
+}
+
+/// Running clients. Dropping it leaves them running; call [`Fleet::stop`].
+#[derive(Debug)]
+pub struct Fleet {
+    /// What the clients share.
+    pub shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Fleet {
+    /// Starts one task per client; they connect [`SETUP_CONCURRENCY`] at a time.
+    pub fn start(
+        target: &Target,
+        apps: &Arc<[App]>,
+        specs: Vec<ClientSpec>,
+        epoch: Instant,
+    ) -> Fleet {
+        let shared = Arc::new(Shared {
+            epoch,
+            tallies: specs.iter().map(|_| Tally::default()).collect(),
+            latency: Latencies::new(16),
+            ready: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+            closed: Mutex::new(BTreeMap::new()),
+            msgid_gaps: AtomicU64::new(0),
+            bad_frames: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        let gate = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+        let handles = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let (shared, gate, apps, target) =
+                    (shared.clone(), gate.clone(), apps.clone(), target.clone());
+                tokio::spawn(async move {
+                    let permit = gate.acquire_owned().await;
+                    let setup = tokio::time::timeout(
+                        SETUP_TIMEOUT,
+                        set_up(&target, &apps[spec.app], &spec),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow!("set-up timed out")));
+                    drop(permit);
+                    match setup {
+                        Ok(ws) => {
+                            shared.ready.fetch_add(1, Relaxed);
+                            receive(ws, index, &shared).await;
+                        }
+                        Err(e) => {
+                            *shared.errors.lock().entry(format!("{e:#}")).or_default() += 1;
+                            shared.failed.fetch_add(1, Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Fleet {
+            shared,
+            handles,
+            started: Instant::now(),
+        }
+    }
+
+    /// Number of clients.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// True when there are no clients.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Clients ready so far.
+    pub fn ready(&self) -> usize {
+        self.shared.ready.load(Relaxed)
+    }
+
+    /// Waits until every client is ready or has failed.
+    pub async fn wait_ready(&self) -> Setup {
+        loop {
+            let (ready, failed) = (
+                self.shared.ready.load(Relaxed),
+                self.shared.failed.load(Relaxed),
+            );
+            if ready + failed >= self.handles.len() {
+                return Setup {
+                    ready,
+                    failed,
+                    secs: self.started.elapsed().as_secs_f64(),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the clients received what they were sent, or `limit` passed. True if drained.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let c = self.shared.counts();
+            if c.received >= c.expected {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Disconnects every client.
+    pub async fn stop(self) {
+        self.shared.stopping.store(true, Relaxed);
+        for h in &self.handles {
+            h.abort();
+        }
+        for h in self.handles {
+            let _ = h.await;
+        }
+    }
+}
+
+/// A `001` token for `uid` in `room` ("" for a login), valid for a day.
+pub fn token(app: &App, room: &str, uid: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    let expire = now + 86_400;
+    let mut t = AccessToken::new(
+        app.app_id.clone(),
+        room,
+        uid,
+        rand::thread_rng().gen_range(1..=99_999_999),
+        now,
+    );
+    t.expire_time(expire);
+    t.add_privilege(Privilege::PublishStream, expire);
+    t.add_privilege(Privilege::SubscribeStream, expire);
+    t.serialize(&app.app_key)
+}
+
+/// Connects and upgrades.
+pub async fn connect(target: &Target, app: &App) -> anyhow::Result<WsClient> {
+    let path = format!("{GATEWAY_PATH}?appId={}", app.app_id);
+    WsClient::connect(target.addr, &target.host(), &path, READ_BUFFER)
+        .await
+        .context("connect")
+}
+
+/// Sends a call and waits for the event that answers it: `check` returns `Some(Ok)` for the
+/// answer, `Some(Err)` for a refusal, `None` for an unrelated event (skipped).
+async fn exchange(
+    ws: &mut WsClient,
+    call: &Call,
+    check: impl Fn(&serde_json::Value) -> Option<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let text = serde_json::to_string(call)?;
+    ws.send_text(&text).await?;
+    loop {
+        let event: serde_json::Value = serde_json::from_str(&ws.next_text().await?)?;
+        if let Some(result) = check(&event) {
+            return result;
+        }
+    }
+}
+
+/// Logs in as `uid`.
+pub async fn login(ws: &mut WsClient, app: &App, uid: &str) -> anyhow::Result<()> {
+    let call = Call::Login {
+        token: token(app, "", uid),
+        uid: uid.to_owned(),
+    };
+    exchange(ws, &call, |e| {
+        (e["event"] == "onLoginResult").then(|| match e["errorCode"].as_i64() {
+            Some(0) => Ok(()),
+            code => Err(anyhow!("login refused: errorCode {code:?}")),
+        })
+    })
+    .await
+}
+
+/// Joins `room` as `uid`.
+pub async fn join(ws: &mut WsClient, app: &App, room: &str, uid: &str) -> anyhow::Result<()> {
+    let call = Call::JoinRoom {
+        room_id: room.to_owned(),
+        uid: uid.to_owned(),
+        token: token(app, room, uid),
+    };
+    exchange(ws, &call, |e| {
+        (e["event"] == "onRoomStateChanged" && e["roomId"] == room).then(|| {
+            match e["state"].as_i64() {
+                Some(0) => Ok(()),
+                state => Err(anyhow!("joinRoom refused: state {state:?}")),
+            }
+        })
+    })
+    .await
+}
+
+/// Leaves `room`.
+pub async fn leave(ws: &mut WsClient, room: &str) -> anyhow::Result<()> {
+    let call = Call::LeaveRoom {
+        room_id: room.to_owned(),
+    };
+    exchange(ws, &call, |e| {
+        (e["event"] == "onLeaveRoom" && e["roomId"] == room).then_some(Ok(()))
+    })
+    .await
+}
+
+async fn set_up(target: &Target, app: &App, spec: &ClientSpec) -> anyhow::Result<WsClient> {
+    let mut ws = connect(target, app).await?;
+    if spec.login {
+        login(&mut ws, app, &spec.uid).await?;
+    }
+    for room in &spec.rooms {
+        join(&mut ws, app, room, &spec.uid).await?;
+    }
+    Ok(ws)
+}
+
+/// Reads until the connection ends, counting messages and recording their latency.
+async fn receive(mut ws: WsClient, index: usize, shared: &Shared) {
+    let tally = &shared.tallies[index];
+    let mut last_msgid = 0u64;
+    let mut latencies: Vec<u64> = Vec::new();
+    let mut pong: Option<Vec<u8>> = None;
+    // Frames that arrived with the last set-up answer were read now, as far as latency goes.
+    let mut now_ns = shared.now_ns();
+    loop {
+        loop {
+            let frame = match ws.frames.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    shared.note_closed(format!("bad frame: {e}"));
+                    return;
+                }
+            };
+            match frame {
+                Frame::Binary(b) => match parse_message(b) {
+                    Some(m) => {
+                        if m.msgid != last_msgid + 1 {
+                            shared.msgid_gaps.fetch_add(1, Relaxed);
+                        }
+                        last_msgid = m.msgid;
+                        tally.received.fetch_add(1, Relaxed);
+                        match stamp_of(m.payload) {
+                            Some(sent) => latencies.push(now_ns.saturating_sub(sent) / 1000),
+                            None => {
+                                shared.bad_frames.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                    None => {
+                        shared.bad_frames.fetch_add(1, Relaxed);
+                    }
+                },
+                Frame::Text(_) => {
+                    shared.events.fetch_add(1, Relaxed);
+                }
+                Frame::Ping(p) => pong = Some(p.to_vec()),
+                Frame::Pong => {}
+                Frame::Close(code) => {
+                    shared.note_closed(match code {
+                        Some(c) => format!("closed by the server with {c}"),
+                        None => "closed by the server".into(),
+                    });
+                    return;
+                }
+            }
+        }
+        if !latencies.is_empty() {
+            shared.latency.record_all(index, &latencies);
+            latencies.clear();
+        }
+        if let Some(p) = pong.take() {
+            if let Err(e) = ws.send_pong(&p).await {
+                shared.note_closed(format!("write failed: {}", e.kind()));
+                return;
+            }
+        }
+        match ws.fill().await {
+            Ok(0) => {
+                shared.note_closed("closed by the server without a close frame".into());
+                return;
+            }
+            Ok(_) => now_ns = shared.now_ns(),
+            Err(e) => {
+                shared.note_closed(format!("read failed: {}", e.kind()));
+                return;
+            }
+        }
+    }
+}

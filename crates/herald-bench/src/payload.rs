@@ -1,0 +1,124 @@
+//! What the benchmark sends and how it reads it back.
+//!
+//! Every message's payload starts with a stamp, `HB` and the send time as 16 hex digits
+//! (nanoseconds since the benchmark's start, from one monotonic clock shared by the sending and the
+//! receiving side of the same process), padded with `x` to the chosen size. The payload is plain
+//! text, so the OpenAPI body needs no base64 and no JSON escaping.
+//!
+//! Received frames are read in place ([`parse_message`]) rather than with
+//! `herald_proto::client::ReceivedMessage::decode`, which allocates the sender and room ids and
+//! validates the payload as UTF-8: at hundreds of thousands of messages a second on a machine shared
+//! with the server, that work would be measured instead of the server. A test checks both readings
+//! agree on frames made by `herald_proto`'s own encoder.
+
+use herald_proto::client::{flags, FRAME_MESSAGE, PREFIX_LEN};
+
+/// The stamp's marker.
+const MAGIC: &[u8; 2] = b"HB";
+
+/// Length of the stamp: marker and 16 hex digits.
+pub const STAMP_LEN: usize = 18;
+
+/// A payload of `size` bytes (at least [`STAMP_LEN`]) stamped with `sent_ns`.
+pub fn stamped(size: usize, sent_ns: u64) -> String {
+    let mut s = String::with_capacity(size.max(STAMP_LEN));
+    s.push_str("HB");
+    s.push_str(&format!("{sent_ns:016x}"));
+    while s.len() < size {
+        s.push('x');
+    }
+    s
+}
+
+/// The send time in a payload, if it carries a stamp.
+pub fn stamp_of(payload: &[u8]) -> Option<u64> {
+    if payload.len() < STAMP_LEN || &payload[..2] != MAGIC {
+        return None;
+    }
+    let mut v = 0u64;
+    for &c in &payload[2..STAMP_LEN] {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = v << 4 | u64::from(d);
+    }
+    Some(v)
+}
+
+/// The fields of a message frame the benchmark checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The per-connection number, from 1.
+    pub msgid: u64,
+    /// The flags byte.
+    pub flags: u8,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Reads a message frame (`docs/protocol.md`, "Messages") without copying. `None` when the frame
+/// is not a well-formed message frame.
+pub fn parse_message(frame: &[u8]) -> Option<Message<'_>> {
+    if frame.len() < PREFIX_LEN + 2 || frame[0] != FRAME_MESSAGE {
+        return None;
+    }
+    let f = frame[1];
+    if f & !(flags::BINARY | flags::ROOM | flags::BROADCAST) != 0 {
+        return None;
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&frame[2..PREFIX_LEN]);
+    let uid_len = usize::from(frame[PREFIX_LEN]);
+    let room_at = PREFIX_LEN + 1 + uid_len;
+    let room_len = usize::from(*frame.get(room_at)?);
+    let payload = frame.get(room_at + 1 + room_len..)?;
+    Some(Message {
+        msgid: u64::from_le_bytes(id),
+        flags: f,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use herald_proto::client::{Delivery, MessageKind, ReceivedMessage};
+
+    #[test]
+    fn stamps_round_trip() {
+        let p = stamped(100, 0x0123_4567_89ab_cdef);
+        assert_eq!(p.len(), 100);
+        assert_eq!(stamp_of(p.as_bytes()), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(stamped(1, 5).len(), STAMP_LEN);
+        assert_eq!(stamp_of(b"HBxyz"), None);
+        assert_eq!(stamp_of(b"hello world, not stamped"), None);
+    }
+
+    #[test]
+    fn reads_frames_as_herald_proto_does() {
+        let payload = stamped(64, 42);
+        for (kind, room) in [
+            (MessageKind::OutsideRoom, None),
+            (MessageKind::RoomUser, Some("r1")),
+            (MessageKind::RoomBroadcast, Some("room-7")),
+        ] {
+            let d = Delivery::encode(kind, "bench", room, false, payload.as_bytes());
+            let mut frame = BytesMut::new();
+            d.put_prefix(9, &mut frame);
+            frame.extend_from_slice(d.body());
+            let frame = frame.freeze();
+            let theirs = ReceivedMessage::decode(frame.clone()).unwrap();
+            let ours = parse_message(&frame).unwrap();
+            assert_eq!(ours.msgid, theirs.msgid);
+            assert_eq!(ours.payload, &theirs.payload[..]);
+            assert_eq!(ours.flags, d.flags());
+            assert_eq!(stamp_of(ours.payload), Some(42));
+            for cut in 0..frame.len() - payload.len() {
+                assert!(parse_message(&frame[..cut]).is_none(), "cut at {cut}");
+            }
+        }
+    }
+}

@@ -1,0 +1,830 @@
+//! The scenarios of issue 3: idle, fan-out, broadcast, unicast, churn.
+//!
+//! Each runs against one server (a fresh one when the benchmark starts it) and returns a report.
+//! The rate-driven ones step the offered load up until a step is not sustained (see
+//! [`StepResult::sustained`]), then run one more step at half the highest sustained rate, where the
+//! issue's latency target is set.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::fleet::{self, ClientSpec, Counts, Fleet, Setup};
+use crate::load::{self, Broadcast, Drive, Fanout, Sent, Unicast, Workload};
+use crate::procfs::{self, Usage};
+use crate::progress::{say, Progress};
+use crate::server::{App, Target};
+use crate::stats::{histogram, Percentiles};
+
+/// The scenarios, in the order `all` runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Logged-in connections doing nothing: resident memory per connection.
+    Idle,
+    /// `BatchSendRoomUnicast` to 600 random members of one big room.
+    Fanout,
+    /// `SendBroadcast` into rooms of 1,000.
+    Broadcast,
+    /// `SendUnicast` to random logged-in users across many apps.
+    Unicast,
+    /// Connect, log in, join, leave, disconnect in a loop while fan-out runs.
+    Churn,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Idle,
+        Scenario::Fanout,
+        Scenario::Broadcast,
+        Scenario::Unicast,
+        Scenario::Churn,
+    ];
+
+    /// Client connections the scenario holds open at once (for the open-files check).
+    pub fn connections(self, p: &Profile) -> usize {
+        match self {
+            Scenario::Idle => p.idle_clients,
+            Scenario::Fanout => p.fanout_clients,
+            Scenario::Broadcast => p.broadcast_rooms * p.room_size,
+            Scenario::Unicast => p.unicast_clients,
+            Scenario::Churn => p.churn_members + p.churn_workers,
+        }
+    }
+}
+
+/// Sizes and durations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// idle: logged-in connections.
+    pub idle_clients: usize,
+    /// fanout: members of the one room.
+    pub fanout_clients: usize,
+    /// fanout (and churn): recipients per `BatchSendRoomUnicast` (the API allows 600).
+    pub fanout_per_call: usize,
+    /// fanout: payload sizes, each stepped separately.
+    pub fanout_payloads: Vec<usize>,
+    /// fanout: first offered rate (calls/s) for a 100-byte payload; scaled down for larger ones.
+    pub fanout_start_rate: f64,
+    /// broadcast: rooms.
+    pub broadcast_rooms: usize,
+    /// broadcast: members per room.
+    pub room_size: usize,
+    /// broadcast: first offered rate (calls/s).
+    pub broadcast_start_rate: f64,
+    /// unicast: apps the users are spread over.
+    pub unicast_apps: usize,
+    /// unicast: logged-in users.
+    pub unicast_clients: usize,
+    /// unicast: first offered rate (calls/s).
+    pub unicast_start_rate: f64,
+    /// Payload size of broadcast, unicast and the churn fan-out.
+    pub payload: usize,
+    /// churn: stable members receiving the fan-out.
+    pub churn_members: usize,
+    /// churn: concurrent connect/login/join/leave/disconnect loops.
+    pub churn_workers: usize,
+    /// churn: connect/login/join/leave/disconnect cycles per second offered, over all loops.
+    pub churn_cycles_per_sec: f64,
+    /// churn: fan-out calls/s while churning.
+    pub churn_rate: f64,
+    /// churn: seconds.
+    pub churn_secs: f64,
+    /// Seconds per load step.
+    pub step_secs: f64,
+    /// Most steps per stepped run.
+    pub max_steps: usize,
+    /// Each step offers this times the previous one.
+    pub step_factor: f64,
+    /// Longest wait for late messages after a step.
+    pub drain_secs: f64,
+    /// A step whose p99 latency exceeds this is not sustained.
+    pub p99_limit_ms: f64,
+}
+
+impl Profile {
+    /// The issue's sizes.
+    pub fn full() -> Profile {
+        Profile {
+            idle_clients: 10_000,
+            fanout_clients: 10_000,
+            fanout_per_call: 600,
+            fanout_payloads: vec![100, 16 * 1024],
+            fanout_start_rate: 50.0,
+            broadcast_rooms: 10,
+            room_size: 1_000,
+            broadcast_start_rate: 20.0,
+            unicast_apps: 200,
+            unicast_clients: 10_000,
+            unicast_start_rate: 1_000.0,
+            payload: 100,
+            churn_members: 5_000,
+            churn_workers: 32,
+            churn_cycles_per_sec: 500.0,
+            churn_rate: 100.0,
+            churn_secs: 30.0,
+            step_secs: 10.0,
+            max_steps: 12,
+            step_factor: 1.5,
+            drain_secs: 10.0,
+            p99_limit_ms: 50.0,
+        }
+    }
+
+    /// Small sizes and short steps: every scenario in about a minute and a half.
+    pub fn quick() -> Profile {
+        Profile {
+            idle_clients: 2_000,
+            fanout_clients: 1_000,
+            broadcast_rooms: 2,
+            unicast_apps: 100,
+            unicast_clients: 1_000,
+            churn_members: 1_000,
+            churn_workers: 8,
+            churn_rate: 50.0,
+            churn_secs: 4.0,
+            step_secs: 2.0,
+            max_steps: 8,
+            step_factor: 2.0,
+            drain_secs: 5.0,
+            ..Profile::full()
+        }
+    }
+}
+
+/// One step of offered load.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    /// Offered calls/s; `None` for as fast as the server answers.
+    pub offered: Option<f64>,
+    /// Calls/s the server accepted.
+    pub achieved: f64,
+    /// The calls and their answers.
+    pub sent: Sent,
+    /// Messages in this step: expected, received, lost, unexpected.
+    pub counts: Counts,
+    /// Messages received per second while calls were being made.
+    pub deliveries_per_sec: f64,
+    /// API call to receipt.
+    pub latency: Percentiles,
+    /// HTTP round trip of the calls.
+    pub round_trip: Percentiles,
+    /// Whether every expected message arrived within the drain time.
+    pub drained: bool,
+    /// Client connections that ended during the step.
+    pub closed: u64,
+    /// Server CPU seconds over the step and its drain.
+    pub server_cpu_secs: f64,
+    /// Server CPU, percent of one core, over the step and its drain.
+    pub server_cpu_percent: f64,
+    /// Server CPU time per delivered message, microseconds.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Server resident memory at the end of the step.
+    pub server_rss_bytes: u64,
+    /// The benchmark's own CPU, percent of one core (when it nears 100% per core, the load
+    /// generator shares the bottleneck).
+    pub bench_cpu_percent: f64,
+    /// True when the step met every condition: nothing lost, no error, no connection closed,
+    /// drained in time, at least 95% of the offered rate achieved, p99 within the limit.
+    pub sustained: bool,
+    /// The first condition it missed.
+    pub missed: Option<String>,
+}
+
+impl StepResult {
+    /// True when the step missed only on timing (latency, pace, drain), with nothing lost or
+    /// failed.
+    pub fn missed_on_timing_only(&self) -> bool {
+        !self.sustained
+            && self.counts.lost == 0
+            && self.counts.unexpected == 0
+            && self.sent.errors() == 0
+            && self.closed == 0
+    }
+}
+
+/// A stepped run of one workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stepped {
+    /// What ran ("fanout 100 B", …).
+    pub title: String,
+    /// Client connections.
+    pub clients: usize,
+    /// Recipients per call.
+    pub recipients_per_call: usize,
+    /// Payload bytes.
+    pub payload_bytes: usize,
+    /// Each step, in order (a step that missed on timing alone is run twice; both are here).
+    pub steps: Vec<StepResult>,
+    /// Index in `steps` of the highest sustained step.
+    pub best: Option<usize>,
+    /// True when every step was sustained: the server's maximum is higher than the best step.
+    pub capped: bool,
+    /// A step at half the highest sustained rate.
+    pub at_half: Option<StepResult>,
+    /// One step as fast as the server answers (unicast only).
+    pub unbounded: Option<StepResult>,
+}
+
+/// The idle scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Idle {
+    /// Connections opened and logged in.
+    pub setup: Setup,
+    /// Server resident memory before the clients connected.
+    pub server_rss_before: u64,
+    /// … and with them connected.
+    pub server_rss_after: u64,
+    /// The difference per connection.
+    pub server_rss_per_connection: f64,
+    /// The benchmark's own memory per connection (for comparison: its client is minimal).
+    pub bench_rss_per_connection: f64,
+    /// A short `SendUnicast` run proving the connections are alive and logged in.
+    pub check: StepResult,
+}
+
+/// The churn scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Churn {
+    /// Stable members set up.
+    pub setup: Setup,
+    /// Concurrent churn loops.
+    pub workers: usize,
+    /// Cycles per second offered.
+    pub offered_cycles_per_sec: f64,
+    /// Completed connect/login/join/leave/disconnect cycles.
+    pub cycles: u64,
+    /// Per second.
+    pub cycles_per_sec: f64,
+    /// Duration of one cycle.
+    pub cycle: Percentiles,
+    /// Cycles that failed, by reason.
+    pub failures: BTreeMap<String, u64>,
+    /// The fan-out that ran meanwhile.
+    pub fanout: StepResult,
+    /// Server resident memory before churn…
+    pub server_rss_before: u64,
+    /// … and a second after it stopped.
+    pub server_rss_after: u64,
+}
+
+/// A scenario's result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "scenario", rename_all = "lowercase")]
+pub enum Outcome {
+    /// See [`Idle`].
+    Idle(Idle),
+    /// One [`Stepped`] per payload size.
+    Fanout {
+        /// Room members set up.
+        setup: Setup,
+        /// Per payload size.
+        runs: Vec<Stepped>,
+    },
+    /// See [`Stepped`].
+    Broadcast {
+        /// Members set up.
+        setup: Setup,
+        /// The run.
+        run: Stepped,
+    },
+    /// See [`Stepped`].
+    Unicast {
+        /// Users set up.
+        setup: Setup,
+        /// The run.
+        run: Stepped,
+    },
+    /// See [`Churn`].
+    Churn(Churn),
+}
+
+/// What every scenario runs with.
+pub struct Ctx {
+    /// The server.
+    pub target: Target,
+    /// Its apps: app 0 for the room scenarios, the rest for unicast.
+    pub apps: Arc<[App]>,
+    /// Sizes.
+    pub profile: Profile,
+    /// The progress line.
+    pub progress: Arc<Progress>,
+    /// Clock of the payload stamps.
+    pub epoch: Instant,
+    /// Functional problems seen (lost messages, failed clients or calls), for `--check`.
+    pub problems: Vec<String>,
+}
+
+impl Ctx {
+    fn server_usage(&self) -> Usage {
+        procfs::usage(&self.target.pid.to_string()).unwrap_or_default()
+    }
+
+    fn app0(&self) -> (usize, String) {
+        (0, self.apps[0].app_id.clone())
+    }
+
+    /// Starts a fleet and waits for its set-up, noting failures as problems.
+    async fn fleet(&mut self, name: &str, specs: Vec<ClientSpec>) -> (Fleet, Setup) {
+        let n = specs.len();
+        self.progress
+            .set_label(format!("{name}: set-up of {n} clients"));
+        let fleet = Fleet::start(&self.target, &self.apps, specs, self.epoch);
+        self.progress.watch_fleet(Some(fleet.shared.clone()));
+        let setup = fleet.wait_ready().await;
+        say(format!(
+            "{name}: {} of {n} clients ready in {:.1} s",
+            setup.ready, setup.secs
+        ));
+        if setup.failed > 0 {
+            self.problems.push(format!(
+                "{name}: {} clients failed set-up: {:?}",
+                setup.failed,
+                fleet.shared.setup_errors()
+            ));
+        }
+        (fleet, setup)
+    }
+
+    /// Notes message frames that broke the protocol (msgid gaps, undecodable or unstamped
+    /// frames), then disconnects the fleet.
+    async fn stop(&mut self, name: &str, fleet: Fleet) {
+        let gaps = fleet.shared.msgid_gaps.load(Relaxed);
+        let bad = fleet.shared.bad_frames.load(Relaxed);
+        if gaps > 0 || bad > 0 {
+            self.problems.push(format!(
+                "{name}: {gaps} msgid gaps, {bad} message frames undecodable or without a stamp"
+            ));
+        }
+        fleet.stop().await;
+    }
+
+    /// Runs one step and notes its functional problems.
+    async fn step(
+        &mut self,
+        name: &str,
+        fleet: &Fleet,
+        load: &Arc<dyn Workload>,
+        drive: Drive,
+    ) -> StepResult {
+        let shared = &fleet.shared;
+        let rate = drive
+            .rate
+            .map_or_else(|| "max".to_owned(), |r| format!("{r:.0}"));
+        self.progress.set_label(format!("{name} @ {rate} calls/s"));
+        shared.latency.reset();
+        let closed_total = |s: &fleet::Shared| s.closed().values().sum::<u64>();
+        let (c0, closed0) = (shared.counts(), closed_total(shared));
+        let (s0, b0, t0) = (
+            self.server_usage(),
+            procfs::usage("self").unwrap_or_default(),
+            Instant::now(),
+        );
+        let mut sent = load::drive(self.target.addr, &self.apps, shared, load, drive).await;
+        let window = t0.elapsed().as_secs_f64().max(1e-3);
+        let in_window = shared.counts().received - c0.received;
+        let drained = fleet
+            .drain(Duration::from_secs_f64(self.profile.drain_secs))
+            .await;
+        let (s1, b1) = (
+            self.server_usage(),
+            procfs::usage("self").unwrap_or_default(),
+        );
+        let secs = t0.elapsed().as_secs_f64().max(1e-3);
+        let c1 = shared.counts();
+        let counts = Counts {
+            expected: c1.expected - c0.expected,
+            received: c1.received - c0.received,
+            lost: c1.lost.saturating_sub(c0.lost),
+            unexpected: c1.unexpected.saturating_sub(c0.unexpected),
+        };
+        let closed = closed_total(shared) - closed0;
+        let latency = Percentiles::of(&shared.latency.merged());
+        let round_trip = Percentiles::of(&sent.round_trip.take().unwrap_or_else(histogram));
+        let server_cpu_secs = s1.cpu_secs - s0.cpu_secs;
+        // A paced drive offers its rate over its whole duration; a closed loop runs until its
+        // last answer.
+        let achieved = sent.ok as f64
+            / drive
+                .rate
+                .map_or(sent.secs, |_| drive.duration.as_secs_f64())
+                .max(1e-3);
+        let missed = if counts.lost > 0 {
+            Some(format!("{} messages lost", counts.lost))
+        } else if counts.unexpected > 0 {
+            Some(format!("{} messages unexpected", counts.unexpected))
+        } else if sent.errors() > 0 {
+            Some(format!("{} calls failed", sent.errors()))
+        } else if closed > 0 {
+            Some(format!("{closed} connections closed"))
+        } else if !drained {
+            Some("not drained in time".to_owned())
+        } else if drive.rate.is_some_and(|r| achieved < 0.95 * r) {
+            Some(format!("achieved {achieved:.0} calls/s"))
+        } else if latency.p99_ms > self.profile.p99_limit_ms {
+            Some(format!("p99 {:.1} ms", latency.p99_ms))
+        } else {
+            None
+        };
+        if counts.lost > 0 || counts.unexpected > 0 {
+            self.problems.push(format!(
+                "{name} @ {rate}/s: {} of {} messages lost, {} unexpected; connections closed: {:?}",
+                counts.lost,
+                counts.expected,
+                counts.unexpected,
+                shared.closed()
+            ));
+        }
+        if sent.errors() > 0 {
+            self.problems.push(format!(
+                "{name} @ {rate}/s: {} calls got no answer, other failures: {:?}",
+                sent.io_errors, sent.failed
+            ));
+        }
+        if closed > 0 && counts.lost == 0 {
+            self.problems.push(format!(
+                "{name} @ {rate}/s: {closed} connections ended: {:?}",
+                shared.closed()
+            ));
+        }
+        let result = StepResult {
+            offered: drive.rate,
+            achieved,
+            sent,
+            counts,
+            deliveries_per_sec: in_window as f64 / window,
+            latency,
+            round_trip,
+            drained,
+            closed,
+            server_cpu_secs,
+            server_cpu_percent: server_cpu_secs / secs * 100.0,
+            server_cpu_us_per_delivery: (counts.received > 0)
+                .then(|| server_cpu_secs * 1e6 / counts.received as f64),
+            server_rss_bytes: s1.rss_bytes,
+            bench_cpu_percent: (b1.cpu_secs - b0.cpu_secs) / secs * 100.0,
+            sustained: missed.is_none(),
+            missed,
+        };
+        say(format!(
+            "{name} @ {rate} calls/s: {:.0} calls/s, {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, server {:.2} µs CPU/delivery{}",
+            result.achieved,
+            result.deliveries_per_sec,
+            result.latency.p50_ms,
+            result.latency.p99_ms,
+            result.server_cpu_us_per_delivery.unwrap_or(0.0),
+            result.missed.as_ref().map_or(String::new(), |m| format!(" — not sustained: {m}"))
+        ));
+        result
+    }
+
+    /// Steps the rate up from `start` until a step is not sustained, then runs half the best.
+    async fn step_up(
+        &mut self,
+        title: String,
+        fleet: &Fleet,
+        load: Arc<dyn Workload>,
+        start: f64,
+        workers: usize,
+        recipients_per_call: usize,
+    ) -> Stepped {
+        let duration = Duration::from_secs_f64(self.profile.step_secs);
+        let mut steps = Vec::new();
+        let mut best = None;
+        let mut rate = start;
+        for _ in 0..self.profile.max_steps {
+            let drive = Drive {
+                rate: Some(rate),
+                duration,
+                workers,
+            };
+            let mut r = self.step(&title, fleet, &load, drive).await;
+            if !r.sustained && r.missed_on_timing_only() {
+                // Other work on a shared machine can spoil one step's latency or pace; a maximum
+                // is only called once the same step misses twice.
+                say(format!("{title}: repeating the step once"));
+                steps.push(r);
+                r = self.step(&title, fleet, &load, drive).await;
+            }
+            let sustained = r.sustained;
+            steps.push(r);
+            if !sustained {
+                break;
+            }
+            best = Some(steps.len() - 1);
+            rate *= self.profile.step_factor;
+        }
+        let mut at_half = None;
+        if let Some(b) = best {
+            let half = steps[b].offered.unwrap_or(start) / 2.0;
+            let drive = Drive {
+                rate: Some(half),
+                duration,
+                workers,
+            };
+            at_half = Some(
+                self.step(&format!("{title} (half of best)"), fleet, &load, drive)
+                    .await,
+            );
+        }
+        Stepped {
+            title,
+            clients: fleet.len(),
+            recipients_per_call,
+            payload_bytes: load.payload_bytes(),
+            capped: best.is_some_and(|b| b + 1 == steps.len()),
+            steps,
+            best,
+            at_half,
+            unbounded: None,
+        }
+    }
+}
+
+/// Runs one scenario.
+pub async fn run(ctx: &mut Ctx, scenario: Scenario) -> Outcome {
+    match scenario {
+        Scenario::Idle => Outcome::Idle(idle(ctx).await),
+        Scenario::Fanout => fanout(ctx).await,
+        Scenario::Broadcast => broadcast(ctx).await,
+        Scenario::Unicast => unicast(ctx).await,
+        Scenario::Churn => Outcome::Churn(churn(ctx).await),
+    }
+}
+
+async fn idle(ctx: &mut Ctx) -> Idle {
+    let n = ctx.profile.idle_clients;
+    let specs = (0..n)
+        .map(|i| ClientSpec {
+            app: 0,
+            uid: format!("u{i}"),
+            login: true,
+            rooms: Vec::new(),
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = ctx.server_usage();
+    let bench_before = procfs::usage("self").unwrap_or_default();
+    let (fleet, setup) = ctx.fleet("idle", specs).await;
+    ctx.progress.set_label("idle: settling");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = ctx.server_usage();
+    let bench_after = procfs::usage("self").unwrap_or_default();
+    let ready = setup.ready.max(1) as f64;
+    let per = |a: u64, b: u64| (a as f64 - b as f64) / ready;
+    say(format!(
+        "idle: server RSS {:.1} → {:.1} MiB, {:.0} bytes per connection",
+        before.rss_bytes as f64 / 1048576.0,
+        after.rss_bytes as f64 / 1048576.0,
+        per(after.rss_bytes, before.rss_bytes)
+    ));
+    let load: Arc<dyn Workload> = Arc::new(Unicast {
+        app_ids: vec![ctx.apps[0].app_id.clone()],
+        users: (0..n).map(|i| (0, format!("u{i}"))).collect(),
+        payload: ctx.profile.payload,
+    });
+    let drive = Drive {
+        rate: Some(200.0),
+        duration: Duration::from_secs(1),
+        workers: 2,
+    };
+    let check = ctx.step("idle: unicast check", &fleet, &load, drive).await;
+    ctx.stop("idle", fleet).await;
+    Idle {
+        setup,
+        server_rss_before: before.rss_bytes,
+        server_rss_after: after.rss_bytes,
+        server_rss_per_connection: per(after.rss_bytes, before.rss_bytes),
+        bench_rss_per_connection: per(bench_after.rss_bytes, bench_before.rss_bytes),
+        check,
+    }
+}
+
+fn room_members(n: usize, prefix: &str, room: &str) -> Vec<ClientSpec> {
+    (0..n)
+        .map(|i| ClientSpec {
+            app: 0,
+            uid: format!("{prefix}{i}"),
+            login: false,
+            rooms: vec![room.to_owned()],
+        })
+        .collect()
+}
+
+async fn fanout(ctx: &mut Ctx) -> Outcome {
+    let n = ctx.profile.fanout_clients;
+    let (fleet, setup) = ctx.fleet("fanout", room_members(n, "u", "r0")).await;
+    let per_call = ctx.profile.fanout_per_call.min(n);
+    let mut runs = Vec::new();
+    for payload in ctx.profile.fanout_payloads.clone() {
+        let load: Arc<dyn Workload> = Arc::new(Fanout {
+            app: ctx.app0(),
+            room: "r0".into(),
+            members: (0..n).map(|i| format!("u{i}")).collect(),
+            per_call,
+            payload,
+        });
+        // Larger payloads start lower: the same bytes per second as 100-byte ones at most.
+        let start = (ctx.profile.fanout_start_rate * 100.0 / payload.max(100) as f64).max(5.0);
+        let title = format!("fanout {}", bytes(payload));
+        runs.push(ctx.step_up(title, &fleet, load, start, 4, per_call).await);
+    }
+    ctx.stop("fanout", fleet).await;
+    Outcome::Fanout { setup, runs }
+}
+
+async fn broadcast(ctx: &mut Ctx) -> Outcome {
+    let (rooms, size) = (ctx.profile.broadcast_rooms, ctx.profile.room_size);
+    let specs = (0..rooms * size)
+        .map(|i| ClientSpec {
+            app: 0,
+            uid: format!("u{i}"),
+            login: false,
+            rooms: vec![format!("r{}", i / size)],
+        })
+        .collect();
+    let (fleet, setup) = ctx.fleet("broadcast", specs).await;
+    let load: Arc<dyn Workload> = Arc::new(Broadcast {
+        app: ctx.app0(),
+        rooms: (0..rooms)
+            .map(|r| {
+                let members: Vec<u32> = ((r * size) as u32..((r + 1) * size) as u32).collect();
+                (format!("r{r}"), Arc::from(members))
+            })
+            .collect(),
+        payload: ctx.profile.payload,
+    });
+    let title = format!("broadcast {} to {size}", bytes(ctx.profile.payload));
+    let start = ctx.profile.broadcast_start_rate;
+    let run = ctx.step_up(title, &fleet, load, start, 4, size).await;
+    ctx.stop("broadcast", fleet).await;
+    Outcome::Broadcast { setup, run }
+}
+
+async fn unicast(ctx: &mut Ctx) -> Outcome {
+    let n = ctx.profile.unicast_clients;
+    // App 0 has a raised limit for the room scenarios; unicast uses the others, at the default.
+    let apps: Vec<usize> = if ctx.apps.len() > 1 {
+        (1..ctx.apps.len()).take(ctx.profile.unicast_apps).collect()
+    } else {
+        vec![0]
+    };
+    let users: Vec<(usize, String)> = (0..n)
+        .map(|i| (apps[i % apps.len()], format!("u{i}")))
+        .collect();
+    let specs = users
+        .iter()
+        .map(|(app, uid)| ClientSpec {
+            app: *app,
+            uid: uid.clone(),
+            login: true,
+            rooms: Vec::new(),
+        })
+        .collect();
+    let (fleet, setup) = ctx.fleet("unicast", specs).await;
+    let load: Arc<dyn Workload> = Arc::new(Unicast {
+        app_ids: ctx.apps.iter().map(|a| a.app_id.clone()).collect(),
+        users,
+        payload: ctx.profile.payload,
+    });
+    let title = format!(
+        "unicast {} over {} apps",
+        bytes(ctx.profile.payload),
+        apps.len()
+    );
+    let start = ctx.profile.unicast_start_rate;
+    let mut run = ctx
+        .step_up(title.clone(), &fleet, load.clone(), start, 4, 1)
+        .await;
+    let drive = Drive {
+        rate: None,
+        duration: Duration::from_secs_f64(ctx.profile.step_secs),
+        workers: 16,
+    };
+    run.unbounded = Some(
+        ctx.step(&format!("{title} (closed loop)"), &fleet, &load, drive)
+            .await,
+    );
+    ctx.stop("unicast", fleet).await;
+    Outcome::Unicast { setup, run }
+}
+
+async fn churn(ctx: &mut Ctx) -> Churn {
+    let n = ctx.profile.churn_members;
+    let (fleet, setup) = ctx.fleet("churn", room_members(n, "m", "r0")).await;
+    let load: Arc<dyn Workload> = Arc::new(Fanout {
+        app: ctx.app0(),
+        room: "r0".into(),
+        members: (0..n).map(|i| format!("m{i}")).collect(),
+        per_call: ctx.profile.fanout_per_call.min(n),
+        payload: ctx.profile.payload,
+    });
+    let rss_before = ctx.server_usage().rss_bytes;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let churners: Vec<_> = (0..ctx.profile.churn_workers)
+        .map(|w| {
+            let (target, app, stop) = (ctx.target.clone(), ctx.apps[0].clone(), stop.clone());
+            let (of, rate) = (
+                ctx.profile.churn_workers as u64,
+                ctx.profile.churn_cycles_per_sec,
+            );
+            tokio::spawn(async move {
+                let mut h = histogram();
+                let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+                for c in 0u64.. {
+                    // Paced like the load driver: cycle c of loop w starts at (c·of + w) / rate.
+                    let due = started + Duration::from_secs_f64((c * of + w as u64) as f64 / rate);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    if stop.load(Relaxed) {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let uid = format!("c{w}x{c}");
+                    match tokio::time::timeout(Duration::from_secs(10), cycle(&target, &app, &uid))
+                        .await
+                    {
+                        Ok(Ok(())) => {
+                            h.saturating_record(t.elapsed().as_micros() as u64);
+                        }
+                        Ok(Err(e)) => *failures.entry(format!("{e:#}")).or_default() += 1,
+                        Err(_) => *failures.entry("cycle timed out".into()).or_default() += 1,
+                    }
+                }
+                (h, failures)
+            })
+        })
+        .collect();
+    let drive = Drive {
+        rate: Some(ctx.profile.churn_rate),
+        duration: Duration::from_secs_f64(ctx.profile.churn_secs),
+        workers: 8,
+    };
+    let fanout = ctx
+        .step("churn: fanout while churning", &fleet, &load, drive)
+        .await;
+    stop.store(true, Relaxed);
+    let mut cycles = histogram();
+    let mut failures = BTreeMap::new();
+    for c in churners {
+        if let Ok((h, f)) = c.await {
+            let _ = cycles.add(&h);
+            for (k, v) in f {
+                *failures.entry(k).or_default() += v;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    ctx.progress.set_label("churn: settling");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = ctx.server_usage().rss_bytes;
+    if !failures.is_empty() {
+        ctx.problems
+            .push(format!("churn: cycles failed: {failures:?}"));
+    }
+    say(format!(
+        "churn: {} cycles ({:.0}/s), server RSS {:.1} → {:.1} MiB",
+        cycles.len(),
+        cycles.len() as f64 / secs,
+        rss_before as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0
+    ));
+    ctx.stop("churn", fleet).await;
+    Churn {
+        setup,
+        workers: ctx.profile.churn_workers,
+        offered_cycles_per_sec: ctx.profile.churn_cycles_per_sec,
+        cycles: cycles.len(),
+        cycles_per_sec: cycles.len() as f64 / secs,
+        cycle: Percentiles::of(&cycles),
+        failures,
+        fanout,
+        server_rss_before: rss_before,
+        server_rss_after: rss_after,
+    }
+}
+
+/// One churn cycle: connect, log in, join `r0`, leave it, close.
+async fn cycle(target: &Target, app: &App, uid: &str) -> anyhow::Result<()> {
+    let mut ws = fleet::connect(target, app).await?;
+    fleet::login(&mut ws, app, uid).await?;
+    fleet::join(&mut ws, app, "r0", uid).await?;
+    fleet::leave(&mut ws, "r0").await?;
+    ws.send_close(1000).await?;
+    Ok(())
+}
+
+/// "100 B", "16 KiB".
+pub fn bytes(n: usize) -> String {
+    if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} B")
+    }
+}

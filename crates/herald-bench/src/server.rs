@@ -1,0 +1,217 @@
+//! The server under test: the apps the benchmark uses, the configuration it writes, and a
+//! `herald serve --config` it can start (a fresh one per scenario, so each scenario's memory and
+//! CPU figures start from a clean process).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::http::AccessKey;
+
+/// One app as the benchmark needs it: its AppKey to make client tokens, a key pair to sign calls.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The 24-character AppId.
+    pub app_id: String,
+    /// Signs client tokens.
+    pub app_key: String,
+    /// Signs OpenAPI calls.
+    pub key: AccessKey,
+}
+
+/// The benchmark's apps: app 0 carries the room scenarios (idle, fan-out, broadcast, churn) and has
+/// the highest rate limit the server allows, so the room scenarios measure delivery, not the
+/// limiter; the others carry the unicast scenario at the default limit of 500 calls/s each.
+pub fn bench_apps(count: usize) -> Vec<App> {
+    (0..count.max(1))
+        .map(|i| App {
+            // "benchapp" + 16 digits: the 24 characters the token format needs.
+            app_id: format!("benchapp{i:016}"),
+            app_key: format!("bench-app-key-{i}"),
+            key: AccessKey {
+                ak: format!("AKLTbench{i}"),
+                sk: format!("bench-secret-{i}"),
+            },
+        })
+        .collect()
+}
+
+/// The rate limit of app 0 (Herald's maximum `qps_limit`).
+pub const ROOM_APP_QPS: u32 = 100_000;
+
+/// The configuration for `apps`, listening on `listen`. Presence events are off in every app:
+/// with them, each join into a room of 10,000 costs 10,000 events, and set-up would be measured
+/// instead of delivery (`docs/protocol.md` recommends the same for very large rooms).
+pub fn config_toml(apps: &[App], listen: &str) -> String {
+    let mut out = format!(
+        "# Written by herald-bench.\nlisten = \"{listen}\"\n\n[gateway]\nheartbeat_interval_ms = 20000\n"
+    );
+    for (i, app) in apps.iter().enumerate() {
+        out.push_str(&format!(
+            "\n[[apps]]\napp_id = \"{}\"\napp_key = \"{}\"\naccess_keys = [{{ ak = \"{}\", sk = \"{}\" }}]\npresence_events = false\n",
+            app.app_id, app.app_key, app.key.ak, app.key.sk
+        ));
+        if i == 0 {
+            out.push_str(&format!("qps_limit = {ROOM_APP_QPS}\n"));
+        }
+    }
+    out
+}
+
+/// Reads the apps from a Herald configuration file (for a server the benchmark did not start).
+/// Only the fields the benchmark needs are read; the first access key of each app is used.
+pub fn read_apps(path: &Path) -> anyhow::Result<Vec<App>> {
+    #[derive(Deserialize)]
+    struct File {
+        apps: Vec<FileApp>,
+    }
+    #[derive(Deserialize)]
+    struct FileApp {
+        app_id: String,
+        app_key: String,
+        access_keys: Vec<FileKey>,
+    }
+    #[derive(Deserialize)]
+    struct FileKey {
+        ak: String,
+        sk: String,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: File =
+        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    file.apps
+        .into_iter()
+        .map(|a| {
+            let k = a
+                .access_keys
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("app {} has no access key", a.app_id))?;
+            Ok(App {
+                app_id: a.app_id,
+                app_key: a.app_key,
+                key: AccessKey { ak: k.ak, sk: k.sk },
+            })
+        })
+        .collect()
+}
+
+/// Where the server under test is.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its pid, for `/proc`.
+    pub pid: u32,
+}
+
+impl Target {
+    /// The `Host` header value.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// A `herald serve` started by the benchmark. Killed when dropped.
+#[derive(Debug)]
+pub struct Herald {
+    child: Child,
+    /// Where it listens, and its pid.
+    pub target: Target,
+    /// Its log (stdout and stderr).
+    pub log: PathBuf,
+}
+
+impl Herald {
+    /// Starts `bin serve --config config` and waits until it prints the address it listens on.
+    pub async fn start(bin: &Path, config: &Path, log: PathBuf) -> anyhow::Result<Herald> {
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the server exited at once"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("herald listening on http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    return addr
+                        .parse::<SocketAddr>()
+                        .with_context(|| format!("unexpected address in {line:?}"));
+                }
+            }
+            bail!("the server exited before listening")
+        })
+        .await
+        .map_err(|_| anyhow!("the server did not start listening within 30 s"))?
+        .with_context(|| {
+            format!(
+                "{} failed to start; its log, {}:\n{}",
+                bin.display(),
+                log.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })?;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Herald {
+            child,
+            target: Target { addr, pid },
+            log,
+        })
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s).
+    pub async fn stop(mut self) {
+        if let Ok(pid) = i32::try_from(self.target.pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_config_reads_back() {
+        let apps = bench_apps(3);
+        assert!(apps.iter().all(|a| a.app_id.len() == 24));
+        let text = config_toml(&apps, "127.0.0.1:0");
+        let dir = std::env::temp_dir().join(format!("herald-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        let back = read_apps(&path).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[2].app_id, apps[2].app_id);
+        assert_eq!(back[2].key.sk, apps[2].key.sk);
+        assert_eq!(text.matches("qps_limit").count(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
