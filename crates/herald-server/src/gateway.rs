@@ -187,7 +187,7 @@ async fn read_loop(
             let now = shared.clock.now().micros();
             Duration::from_micros((secs * 1_000_000).saturating_sub(now))
         });
-        let read = tokio::time::timeout(g.heartbeat_interval(), reader.read(rd));
+        let read = tokio::time::timeout(g.heartbeat_interval(), reader.read_tcp(rd));
         let next = tokio::select! {
             r = read => r,
             () = tokio::time::sleep(token_deadline.unwrap_or_default()), if token_deadline.is_some() => {

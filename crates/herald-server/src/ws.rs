@@ -33,6 +33,7 @@ use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::tcp::OwnedReadHalf;
 
 /// The GUID RFC 6455 §1.3 appends to the client's key.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -316,6 +317,32 @@ impl FrameReader {
             // reads into the buffer we sized and never grows it on its own.
             if io.read_buf(&mut self.buf).await? == 0 {
                 return Err(WsError::Closed);
+            }
+        }
+    }
+
+    /// As [`FrameReader::read`], for the read half of a TCP stream, holding no buffer while the
+    /// peer is silent: with nothing buffered, the allocation is dropped before waiting and taken
+    /// again when bytes arrive. An idle connection then costs no read buffer at all, which is most
+    /// of what a connection would otherwise cost. Cancel-safe, like `read`.
+    pub async fn read_tcp(&mut self, io: &mut OwnedReadHalf) -> Result<Incoming, WsError> {
+        loop {
+            if let Some(incoming) = self.decode()? {
+                return Ok(incoming);
+            }
+            if self.buf.is_empty() && self.fragments.is_none() && self.allocated > 0 {
+                self.buf = BytesMut::new();
+                self.allocated = 0;
+            }
+            io.readable().await?;
+            if self.allocated == 0 {
+                self.replace_buffer(self.cfg.initial_buffer);
+            }
+            match io.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(WsError::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }

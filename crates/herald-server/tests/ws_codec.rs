@@ -260,3 +260,49 @@ async fn message_over_the_limit_is_closed_with_1009() {
         "the oversized payload was never buffered"
     );
 }
+
+/// An idle connection holds no read buffer: it is dropped while waiting and taken again when
+/// bytes arrive.
+#[tokio::test]
+async fn an_idle_tcp_reader_holds_no_buffer() {
+    use herald_server::ws::{FrameReader, Incoming, ReadConfig};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let (mut rd, _wr) = server.into_split();
+    let mut reader = FrameReader::new(ReadConfig::default());
+    let mask = [7u8, 1, 2, 3];
+    let mut frame = vec![0x81, 0x80 | 5];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    for _ in 0..3 {
+        client.write_all(&frame).await.unwrap();
+        let got = reader.read_tcp(&mut rd).await.unwrap();
+        assert_eq!(got, Incoming::Text(bytes::Bytes::from_static(b"hello")));
+        drop(got);
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            reader.read_tcp(&mut rd),
+        )
+        .await;
+        assert!(waited.is_err(), "nothing more was sent");
+        assert_eq!(reader.buffer_capacity(), 0);
+    }
+    // A frame split across two writes is kept while incomplete.
+    client.write_all(&frame[..4]).await.unwrap();
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        reader.read_tcp(&mut rd),
+    )
+    .await;
+    assert!(waited.is_err());
+    assert!(reader.buffer_capacity() > 0);
+    client.write_all(&frame[4..]).await.unwrap();
+    assert_eq!(
+        reader.read_tcp(&mut rd).await.unwrap(),
+        Incoming::Text(bytes::Bytes::from_static(b"hello"))
+    );
+}
