@@ -421,7 +421,7 @@ impl Webhooks {
             .into_iter()
             .map(|(app, config)| {
                 let (queue, pending) = mpsc::channel(config.queue.max(1));
-                let task = Delivery {
+                let task = Poster {
                     app: app.clone(),
                     url: config.url,
                     secret: config.secret,
@@ -514,8 +514,9 @@ impl Hooks for Webhooks {
     }
 }
 
-/// One app's delivery task.
-struct Delivery {
+/// One app's webhook task: posts its queued events in order. (Not a `Delivery`, which is a
+/// message encoded for its recipients.)
+struct Poster {
     app: AppId,
     url: String,
     secret: String,
@@ -525,7 +526,7 @@ struct Delivery {
     ids: Arc<EventIds>,
 }
 
-impl Delivery {
+impl Poster {
     /// Delivers queued events in order, one at a time, until the [`Webhooks`] is dropped and the
     /// queue drained.
     async fn run(self, mut pending: mpsc::Receiver<Pending>) {
