@@ -89,15 +89,45 @@ pub enum SignError {
 /// `%Y%m%dT%H%M%SZ`). Years outside 0000–9999 do not fit the format and come out wider; such a
 /// value is never produced by a real clock and [`parse_x_date`] refuses it.
 pub fn format_x_date(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
+    let t = UtcTime::from_unix(unix);
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
+}
+
+/// A calendar date and time of day in UTC, from unix seconds: the one piece of date arithmetic
+/// the project has (the `X-Date` here, the webhooks' ISO-8601 `EventTime` in the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    /// Proleptic Gregorian year.
+    pub year: i64,
+    /// 1–12.
+    pub month: i64,
+    /// 1–31.
+    pub day: i64,
+    /// 0–23.
+    pub hour: i64,
+    /// 0–59.
+    pub minute: i64,
+    /// 0–59.
+    pub second: i64,
+}
+
+impl UtcTime {
+    /// The UTC date and time `unix` seconds after 1970-01-01T00:00:00Z.
+    pub fn from_unix(unix: i64) -> Self {
+        let secs = unix.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(unix.div_euclid(86_400));
+        UtcTime {
+            year,
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+        }
+    }
 }
 
 /// Parses an `X-Date` back into unix seconds. Anything that is not exactly `YYYYMMDDTHHMMSSZ` with

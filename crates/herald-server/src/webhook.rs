@@ -17,6 +17,7 @@ use bytes::Bytes;
 use herald_core::hub::{Departure, Hooks};
 use herald_core::time::Timestamp;
 use herald_proto::ids::{AppId, RoomId, UserId};
+use herald_proto::sign::UtcTime;
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use rand::distributions::Alphanumeric;
@@ -343,30 +344,11 @@ pub fn signature(
 
 /// `t` as ISO-8601 UTC to the second, the vendor's `EventTime` form: `2024-01-01T00:00:00Z`.
 pub fn iso8601(t: Timestamp) -> String {
-    let secs = t.secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let s = secs % 86_400;
+    let t = UtcTime::from_unix(t.secs() as i64);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`,
-/// restricted to dates from 1970 on, so all unsigned).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of the 400-year era
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year starting in March
-    let mp = (5 * doy + 2) / 153; // month, March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Four random alphanumerics, the envelope's `Nonce`.
