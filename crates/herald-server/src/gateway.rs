@@ -139,9 +139,15 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
             let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
         }
     }
+    // Messages accepted for this connection that it will never get: cut off as a slow consumer,
+    // or still queued when the connection ended.
+    let reason = match outbox.closing().map(|c| c.code) {
+        Some(close_code::SLOW_CONSUMER) => DropReason::SlowConsumer,
+        _ => DropReason::ConnectionClosed,
+    };
     shared
         .metrics
-        .dropped(DropReason::ConnectionClosed, outbox.queued_messages());
+        .dropped(reason, outbox.undelivered_messages());
     shared.hub.disconnect(&app, session, shared.clock.now());
     shared.metrics.connection_closed();
     tracing::debug!(app, session, "connection closed");

@@ -62,6 +62,24 @@ struct Queue {
     bytes: usize,
     next_msgid: u64,
     closing: Option<Closing>,
+    /// Messages dropped from the queue after they were accepted.
+    discarded: u32,
+}
+
+impl Queue {
+    /// Drops everything queued, counting the messages among it.
+    fn discard(&mut self) {
+        self.discarded += count_messages(&self.items);
+        self.items.clear();
+        self.bytes = 0;
+    }
+}
+
+fn count_messages(items: &VecDeque<Item>) -> u32 {
+    items
+        .iter()
+        .filter(|i| matches!(i, Item::Message { .. }))
+        .count() as u32
 }
 
 /// The outbound queue. See the module docs.
@@ -80,6 +98,7 @@ impl ConnOutbox {
                 bytes: 0,
                 next_msgid: 1,
                 closing: None,
+                discarded: 0,
             }),
             limit: limit_bytes,
             wake: Notify::new(),
@@ -95,8 +114,7 @@ impl ConnOutbox {
         }
         let cost = item.cost();
         if q.bytes + cost > self.limit {
-            q.items.clear();
-            q.bytes = 0;
+            q.discard();
             q.closing = Some(Closing {
                 code: close_code::SLOW_CONSUMER,
                 reason: "slow consumer",
@@ -133,13 +151,17 @@ impl ConnOutbox {
         let mut q = self.queue.lock();
         if q.closing.is_none() {
             if closing.discard {
-                q.items.clear();
-                q.bytes = 0;
+                q.discard();
             }
             q.closing = Some(closing);
         }
         drop(q);
         self.wake.notify_one();
+    }
+
+    /// How the connection is to end, if that has been decided.
+    pub fn closing(&self) -> Option<Closing> {
+        self.queue.lock().closing.clone()
     }
 
     /// Moves everything queued into `into` and returns how the connection must end, if it must.
@@ -154,13 +176,11 @@ impl ConnOutbox {
         q.closing.clone()
     }
 
-    /// Frames currently dropped with the queue (messages only), for the drop counter on close.
-    pub fn queued_messages(&self) -> u32 {
+    /// Messages that were queued but will never be written: those dropped when the queue was
+    /// cut off or discarded, and those still queued. Read once the writer has finished.
+    pub fn undelivered_messages(&self) -> u32 {
         let q = self.queue.lock();
-        q.items
-            .iter()
-            .filter(|i| matches!(i, Item::Message { .. }))
-            .count() as u32
+        q.discarded + count_messages(&q.items)
     }
 
     /// Waits until something is queued or closing is requested.
