@@ -12,7 +12,7 @@ use herald_core::hub::{Stats, Summary};
 use crate::webhook::WebhookStats;
 use parking_lot::Mutex;
 
-/// Upper bounds (seconds) of the delivery latency histogram buckets.
+/// Upper bounds (microseconds) of the delivery latency histogram buckets; rendered in seconds.
 const LATENCY_BOUNDS_US: [u64; 14] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 5_000_000,
