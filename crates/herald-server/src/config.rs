@@ -78,7 +78,8 @@ pub struct GatewayConfig {
     /// A write that makes no progress for this long drops the connection. Default 10,000 ms.
     #[serde(default = "default_write_timeout")]
     pub write_timeout_ms: u64,
-    /// Initial read buffer per connection. Default 4096.
+    /// Read buffer taken per connection when bytes arrive (released while the client is silent).
+    /// Default 4096.
     #[serde(default = "default_read_buffer")]
     pub read_buffer_bytes: usize,
     /// Largest client frame or message accepted (close 1009 beyond it). Default 128 KiB.
