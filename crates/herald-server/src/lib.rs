@@ -2,9 +2,13 @@
 //!
 //! The only crate that does I/O. One TCP port serves:
 //!
-//! - `/` — the messaging OpenAPI ([`api`]), signed like the vendor's;
+//! - `/?Action=…` — the OpenAPI ([`api`]), signed like the vendor's;
 //! - `/ws?appId=…` — the client gateway ([`gateway`]), on Herald's own WebSocket codec ([`ws`]);
+//! - `/` (no query), `/demo`, `/sdk/herald.js`, `/admin/api/*` — the console, the demo, the
+//!   browser SDK and the admin API behind them ([`admin`]);
 //! - `/metrics` — Prometheus text ([`metrics`]); `/healthz` — liveness.
+//!
+//! Out of the server go webhooks ([`webhook`]) and `sendServerMessage` posts ([`upstream`]).
 //!
 //! [`Server::start`] binds, spawns the accept loop and returns a handle; [`Server::shutdown`] stops
 //! it gracefully. Configuration is parsed once into a [`config::Config`]. Time comes from
