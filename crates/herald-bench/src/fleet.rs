@@ -153,7 +153,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts one task per client; they connect [`SETUP_CONCURRENCY`] at a time.
+    /// Starts one task per client; they connect `SETUP_CONCURRENCY` at a time.
     pub fn start(
         target: &Target,
         apps: &Arc<[App]>,

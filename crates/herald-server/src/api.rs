@@ -2,7 +2,7 @@
 //!
 //! Order of work, cheapest refusal first: query → method → declared length → body (bounded) →
 //! signature → body validation → app and key ownership → rate limit → `From` rule → fan-out. Every
-//! failure is an [`ApiError`]; [`respond`] is the one place that turns it into a status, headers and
+//! failure is an [`ApiError`]; `respond` is the one place that turns it into a status, headers and
 //! the vendor's envelope.
 
 use std::collections::HashMap;
