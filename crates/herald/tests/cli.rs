@@ -546,3 +546,64 @@ fn an_unknown_config_key_exits_2_and_names_the_key() {
         stderr(&o)
     );
 }
+
+#[test]
+fn new_tokens_through_the_client_lines() {
+    let (_server, base) = serve();
+    let (_c, mut stdin, out) = client(&base);
+    let o = herald(&[
+        "token",
+        "--app-id",
+        APP_ID,
+        "--app-key",
+        "not-the-app-key",
+        "--uid",
+        "u1",
+    ]);
+    let forged = stdout(&o).trim().to_owned();
+    write_line(
+        &mut stdin,
+        &format!(r#"{{"call":"login","token":"{forged}","uid":"u1"}}"#),
+    );
+    let line: serde_json::Value = serde_json::from_str(&out.next()).unwrap();
+    assert_eq!(
+        (line["event"].as_str(), line["errorCode"].as_i64()),
+        (Some("onLoginResult"), Some(-1000))
+    );
+    // updateLoginToken after a refused token logs in again by itself.
+    let good = token(&["--uid", "u1"]);
+    write_line(
+        &mut stdin,
+        &format!(r#"{{"call":"updateLoginToken","token":"{good}"}}"#),
+    );
+    let line: serde_json::Value = serde_json::from_str(&out.next()).unwrap();
+    assert_eq!(
+        (line["event"].as_str(), line["errorCode"].as_i64()),
+        (Some("onLoginResult"), Some(0))
+    );
+
+    let room = token(&["--uid", "u1", "--room", "r1"]);
+    write_line(
+        &mut stdin,
+        &format!(r#"{{"call":"joinRoom","roomId":"r1","uid":"u1","token":"{room}"}}"#),
+    );
+    let line: serde_json::Value = serde_json::from_str(&out.next()).unwrap();
+    assert_eq!(
+        (line["event"].as_str(), line["state"].as_i64()),
+        (Some("onRoomStateChanged"), Some(0))
+    );
+    let other = token(&["--uid", "u2", "--room", "r1"]);
+    write_line(
+        &mut stdin,
+        &format!(r#"{{"call":"updateToken","roomId":"r1","token":"{other}"}}"#),
+    );
+    let line: serde_json::Value = serde_json::from_str(&out.next()).unwrap();
+    assert_eq!(
+        (
+            line["event"].as_str(),
+            line["roomId"].as_str(),
+            line["state"].as_i64()
+        ),
+        (Some("onRoomStateChanged"), Some("r1"), Some(-1010))
+    );
+}
