@@ -91,10 +91,11 @@ impl RequestIds {
 
     fn next(&self, unix_secs: u64) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let date = sign::format_x_date(unix_secs as i64);
-        // "20240101T000000Z" -> "20240101000000"
-        let compact: String = date.chars().filter(char::is_ascii_digit).collect();
-        format!("{compact}{:08X}{n:010}", self.tag)
+        let t = sign::UtcTime::from_unix(unix_secs as i64);
+        format!(
+            "{:04}{:02}{:02}{:02}{:02}{:02}{:08X}{n:010}",
+            t.year, t.month, t.day, t.hour, t.minute, t.second, self.tag
+        )
     }
 }
 
