@@ -20,6 +20,7 @@ use herald_proto::token::AccessToken;
 use parking_lot::Mutex;
 
 use crate::apps::{AppSpec, Registry};
+use crate::relay::{Addressees, NodeMessage};
 use crate::rate::{Gcra, RetryAfter, SlidingWindow};
 use crate::time::Timestamp;
 
@@ -108,6 +109,48 @@ impl Hooks for NoHooks {
     fn user_logout(&self, _: &AppId, _: &UserId, _: Departure, _: Timestamp, _: Timestamp) {}
 }
 
+/// The port to the rest of a cluster: told, under the app lock, whenever a login or membership
+/// registered in the cluster ends here, so the cluster can forget it (if `version` is still the
+/// registration it knows) and tell the room's other nodes. Not called when another connection or
+/// node took the login or membership over. Implementations only queue.
+pub trait Directory: Send + Sync {
+    /// `uid`'s login here, registered as `version`, ended.
+    fn login_ended(&self, app: &AppId, uid: &UserId, version: u64);
+    /// `uid`'s membership of `room` here, registered as `version`, ended; the room's members see
+    /// `reason` (a `user_leave_reason`).
+    fn membership_ended(&self, app: &AppId, room: &RoomId, uid: &UserId, version: u64, reason: i32);
+}
+
+/// No cluster: a single node.
+pub struct NoDirectory;
+
+impl Directory for NoDirectory {
+    fn login_ended(&self, _: &AppId, _: &UserId, _: u64) {}
+    fn membership_ended(&self, _: &AppId, _: &RoomId, _: &UserId, _: u64, _: i32) {}
+}
+
+/// What the cluster said when this node registered a login or membership, before the hub commits
+/// it. The default is a single node's (or a cluster that cannot be reached): nothing known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// The cluster's version of the registration (0: not registered).
+    pub version: u64,
+    /// A connection on another node held it: the user stays present, so no hook fires and nobody
+    /// is told of a join or login.
+    pub took_over: bool,
+}
+
+/// A join that passed its checks, waiting for [`Hub::commit_join`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTicket {
+    /// The room.
+    pub room: RoomId,
+    /// The user.
+    pub uid: UserId,
+    /// When the room token expires (unix seconds; 0: never).
+    expires_at: u32,
+}
+
 /// Where `sendServerMessage` goes: what `setServerParams` stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerParams {
@@ -128,6 +171,8 @@ pub enum Outcome {
     NotInRoom,
     /// The recipient's queue was full; it is being disconnected.
     SlowConsumer,
+    /// Handed to the cluster node that holds the recipient.
+    Forwarded,
 }
 
 /// Counts of a send's outcomes.
@@ -141,15 +186,19 @@ pub struct Summary {
     pub not_in_room: u32,
     /// Recipients cut off as slow consumers.
     pub slow_consumer: u32,
+    /// Recipients on other nodes of a cluster, to which the message was forwarded.
+    pub forwarded: u32,
 }
 
 impl Summary {
-    fn add(&mut self, o: Outcome) {
+    /// Counts one recipient's outcome.
+    pub fn add(&mut self, o: Outcome) {
         match o {
             Outcome::Queued => self.queued += 1,
             Outcome::NotOnline => self.not_online += 1,
             Outcome::NotInRoom => self.not_in_room += 1,
             Outcome::SlowConsumer => self.slow_consumer += 1,
+            Outcome::Forwarded => self.forwarded += 1,
         }
     }
 }
@@ -222,6 +271,8 @@ struct Member {
     session: SessionId,
     outbox: Arc<dyn Outbox>,
     since: Timestamp,
+    /// The cluster's version of this registration (0: none).
+    version: u64,
 }
 
 /// One room this connection has joined.
@@ -259,6 +310,9 @@ pub struct Hub {
     apps: HashMap<AppId, AppHub>,
     next_session: AtomicU64,
     hooks: Arc<dyn Hooks>,
+    directory: Arc<dyn Directory>,
+    /// Part of a cluster: a recipient not found here may be on another node.
+    clustered: bool,
 }
 
 /// The token checks shared by login and join: signature, app, user, room binding. Returns the
@@ -286,6 +340,25 @@ impl Hub {
 
     /// A hub serving every app of `registry` that reports presence to `hooks`.
     pub fn with_hooks(registry: &Registry, hooks: Arc<dyn Hooks>) -> Self {
+        Hub::build(registry, hooks, Arc::new(NoDirectory), false)
+    }
+
+    /// A hub that is one node of a cluster: it reports the end of every registered login and
+    /// membership to `directory`, and leaves recipients it does not hold to the cluster.
+    pub fn clustered(
+        registry: &Registry,
+        hooks: Arc<dyn Hooks>,
+        directory: Arc<dyn Directory>,
+    ) -> Self {
+        Hub::build(registry, hooks, directory, true)
+    }
+
+    fn build(
+        registry: &Registry,
+        hooks: Arc<dyn Hooks>,
+        directory: Arc<dyn Directory>,
+        clustered: bool,
+    ) -> Self {
         let apps = registry
             .apps()
             .map(|spec| {
@@ -301,6 +374,8 @@ impl Hub {
             apps,
             next_session: AtomicU64::new(1),
             hooks,
+            directory,
+            clustered,
         }
     }
 
@@ -349,6 +424,7 @@ impl Hub {
 
     /// `login(token, uid)`: answers the connection with `onLoginResult`; a login of the same user
     /// elsewhere is ended with `onLogout(DUPLICATE_LOGIN)`. Returns the `LoginErrorCode`.
+    /// A single node's login: [`Hub::prepare_login`] and [`Hub::commit_login`] with nothing claimed.
     pub fn login(
         &self,
         app: &str,
@@ -357,23 +433,58 @@ impl Hub {
         token: &str,
         now: Timestamp,
     ) -> i32 {
+        let checked = self.prepare_login(app, session, uid, token, now);
+        self.commit_login(app, session, uid, checked, Claim::default(), now)
+    }
+
+    /// The checks of a login that need no cluster: the user id, the token (signature, app, user,
+    /// expiry), and that the connection is not logged in already. Answers nothing; a cluster
+    /// registers the login between this and [`Hub::commit_login`].
+    pub fn prepare_login(
+        &self,
+        app: &str,
+        session: SessionId,
+        uid: &str,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<UserId, i32> {
+        let hub = self.apps.get(app).ok_or(login_error::SERVER_ERROR)?;
+        // Verify outside the lock: an HMAC is the most expensive step and needs no state.
+        let user = UserId::new(uid).map_err(|_| login_error::INVALID_USER_ID)?;
+        match check_token(&hub.spec, token, uid, str::is_empty) {
+            Some(t) if !t.is_expired(now.secs() as i64) => {}
+            _ => return Err(login_error::INVALID_TOKEN),
+        }
+        let st = hub.state.lock();
+        match st.sessions.get(&session) {
+            None => Err(login_error::SERVER_ERROR),
+            Some(me) if me.login.is_some() => Err(login_error::LOGIN_FAILED),
+            Some(_) => Ok(user),
+        }
+    }
+
+    /// Completes a login [`Hub::prepare_login`] checked (or answers its error): takes the user
+    /// over from another connection here, registers it as `claim.version`, and answers
+    /// `onLoginResult`. `claim.took_over`: the user was logged in on another node, so it stays
+    /// logged in and no hook fires. Returns the `LoginErrorCode`.
+    pub fn commit_login(
+        &self,
+        app: &str,
+        session: SessionId,
+        uid: &str,
+        checked: Result<UserId, i32>,
+        claim: Claim,
+        now: Timestamp,
+    ) -> i32 {
         let Some(hub) = self.apps.get(app) else {
             return login_error::SERVER_ERROR;
-        };
-        // Verify outside the lock: an HMAC is the most expensive step and needs no state.
-        let code = match UserId::new(uid) {
-            Err(_) => Err(login_error::INVALID_USER_ID),
-            Ok(user) => match check_token(&hub.spec, token, uid, str::is_empty) {
-                Some(t) if !t.is_expired(now.secs() as i64) => Ok(user),
-                _ => Err(login_error::INVALID_TOKEN),
-            },
         };
         let mut st = hub.state.lock();
         let st = &mut *st;
         let Some(me) = st.sessions.get(&session) else {
             return login_error::SERVER_ERROR;
         };
-        let result = match code {
+        let result = match checked {
             Err(code) => code,
             Ok(_) if me.login.is_some() => login_error::LOGIN_FAILED,
             Ok(user) => {
@@ -382,6 +493,7 @@ impl Hub {
                     session,
                     outbox,
                     since: now,
+                    version: claim.version,
                 };
                 match st.logins.insert(user.clone(), member) {
                     // The user stays logged in, on this connection now: no hook fires.
@@ -394,6 +506,7 @@ impl Hub {
                             reason: logout_reason::DUPLICATE_LOGIN,
                         });
                     }
+                    None if claim.took_over => {}
                     None => self.hooks.user_login(&hub.spec.app_id, &user, now),
                 }
                 if let Some(me) = st.sessions.get_mut(&session) {
@@ -433,6 +546,7 @@ impl Hub {
 
     /// `joinRoom(roomId, uid, token)`: answers `onRoomStateChanged`; the same user in the same room
     /// on another connection is removed and told with `DUPLICATE_LOGIN`. Returns the state code.
+    /// A single node's join: [`Hub::prepare_join`] and [`Hub::commit_join`] with nothing claimed.
     pub fn join_room(
         &self,
         app: &str,
@@ -442,17 +556,64 @@ impl Hub {
         token: &str,
         now: Timestamp,
     ) -> i32 {
+        let checked = self.prepare_join(app, session, room, uid, token, now);
+        self.commit_join(app, session, room, uid, checked, Claim::default(), &[], now)
+    }
+
+    /// The checks of a join that need no cluster: the ids, the token (signature, app, user, room,
+    /// expiry), and that the connection has not joined the room already. Answers nothing.
+    pub fn prepare_join(
+        &self,
+        app: &str,
+        session: SessionId,
+        room: &str,
+        uid: &str,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<JoinTicket, i32> {
+        let hub = self.apps.get(app).ok_or(room_state::JOIN_ROOM_FAILED)?;
+        let (r, u) = match (RoomId::new(room), UserId::new(uid)) {
+            (Err(_), _) => return Err(room_state::ROOM_ID_ILLEGAL),
+            (_, Err(_)) => return Err(room_state::JOIN_ROOM_FAILED),
+            (Ok(r), Ok(u)) => (r, u),
+        };
+        let expires_at = match check_token(&hub.spec, token, uid, |t| t == room || t == "*") {
+            None => return Err(room_state::INVALID_TOKEN),
+            Some(t) if t.is_expired(now.secs() as i64) => return Err(room_state::TOKEN_EXPIRED),
+            Some(t) => t.expire_at,
+        };
+        let st = hub.state.lock();
+        match st.sessions.get(&session) {
+            None => Err(room_state::JOIN_ROOM_FAILED),
+            Some(me) if me.rooms.contains_key(&r) => Err(room_state::ROOM_ALREADY_JOINED),
+            Some(_) => Ok(JoinTicket {
+                room: r,
+                uid: u,
+                expires_at,
+            }),
+        }
+    }
+
+    /// Completes a join [`Hub::prepare_join`] checked (or answers its error): takes the
+    /// membership over from another connection here, registers it as `claim.version`, answers
+    /// `onRoomStateChanged(JOINED)`, then tells the joiner who else is in the room — members here
+    /// and `elsewhere` (members on other nodes) — and the members here that it joined.
+    /// `claim.took_over`: the user was in the room on another node, so nobody sees a join and no
+    /// hook fires. Returns the state code.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_join(
+        &self,
+        app: &str,
+        session: SessionId,
+        room: &str,
+        uid: &str,
+        checked: Result<JoinTicket, i32>,
+        claim: Claim,
+        elsewhere: &[UserId],
+        now: Timestamp,
+    ) -> i32 {
         let Some(hub) = self.apps.get(app) else {
             return room_state::JOIN_ROOM_FAILED;
-        };
-        let checked = match (RoomId::new(room), UserId::new(uid)) {
-            (Err(_), _) => Err(room_state::ROOM_ID_ILLEGAL),
-            (_, Err(_)) => Err(room_state::JOIN_ROOM_FAILED),
-            (Ok(r), Ok(u)) => match check_token(&hub.spec, token, uid, |t| t == room || t == "*") {
-                None => Err(room_state::INVALID_TOKEN),
-                Some(t) if t.is_expired(now.secs() as i64) => Err(room_state::TOKEN_EXPIRED),
-                Some(t) => Ok((r, u, t.expire_at)),
-            },
         };
         let mut st = hub.state.lock();
         let st = &mut *st;
@@ -462,13 +623,18 @@ impl Hub {
         let outbox = me.outbox.clone();
         let result = match checked {
             Err(code) => code,
-            Ok((r, _, _)) if me.rooms.contains_key(&r) => room_state::ROOM_ALREADY_JOINED,
-            Ok((r, u, expires_at)) => {
+            Ok(t) if me.rooms.contains_key(&t.room) => room_state::ROOM_ALREADY_JOINED,
+            Ok(JoinTicket {
+                room: r,
+                uid: u,
+                expires_at,
+            }) => {
                 let members = st.rooms.entry(r.clone()).or_default();
                 let member = Member {
                     session,
                     outbox: outbox.clone(),
                     since: now,
+                    version: claim.version,
                 };
                 let replaced = members.insert(u.clone(), member);
                 if let Some(old) = &replaced {
@@ -484,18 +650,26 @@ impl Hub {
                     uid: uid.to_owned(),
                     state: room_state::JOINED,
                 });
-                // A replaced membership keeps the user id in the room: nobody else sees a change.
-                if replaced.is_none() {
+                // A membership taken over keeps the user id in the room: nobody else sees a change.
+                let news = replaced.is_none() && !claim.took_over;
+                if news {
                     self.hooks.user_joined(&hub.spec.app_id, &r, &u, now);
                 }
                 if hub.spec.presence_events {
                     for (other, m) in members.iter().filter(|(other, _)| **other != u) {
-                        if replaced.is_none() {
+                        if news {
                             m.outbox.event(&Event::UserJoined {
                                 room_id: r.to_string(),
                                 uid: u.to_string(),
                             });
                         }
+                        outbox.event(&Event::UserJoined {
+                            room_id: r.to_string(),
+                            uid: other.to_string(),
+                        });
+                    }
+                    let remote = elsewhere.iter().filter(|o| **o != u && !members.contains_key(*o));
+                    for other in remote {
                         outbox.event(&Event::UserJoined {
                             room_id: r.to_string(),
                             uid: other.to_string(),
@@ -549,76 +723,55 @@ impl Hub {
 
     /// Delivers a validated OpenAPI message: applies the app's rate limit and the `From` rule, then
     /// queues the message, encoded once, on every recipient's connection. `observe` sees each
-    /// recipient's outcome (for per-recipient reports); the summary counts them.
+    /// recipient's outcome (for per-recipient reports); the summary counts them. A single node's
+    /// send; a cluster admits the call itself and calls [`Hub::deliver`].
     pub fn send(
         &self,
         req: &SendRequest,
         now: Timestamp,
-        mut observe: impl FnMut(&UserId, Outcome),
+        observe: impl FnMut(&UserId, Outcome),
     ) -> Result<Summary, SendError> {
         let hub = self.apps.get(&req.app_id).ok_or(SendError::UnknownApp)?;
         hub.limiter
             .lock()
             .check(now)
             .map_err(SendError::RateLimited)?;
-
-        let (kind, room) = match &req.target {
-            Target::User(_) => (MessageKind::OutsideRoom, None),
-            Target::RoomUsers(r, _) => (MessageKind::RoomUser, Some(r)),
-            Target::Room(r) => (MessageKind::RoomBroadcast, Some(r)),
-        };
-        let delivery = Delivery::encode(
-            kind,
-            req.from.as_str(),
-            room.map(RoomId::as_str),
-            req.binary,
-            &req.payload,
-        );
-
-        let mut summary = Summary::default();
-        let mut record = |uid: &UserId, o: Outcome| {
-            summary.add(o);
-            observe(uid, o);
-        };
-        let offer = |m: &Member| match m.outbox.message(&delivery, now) {
-            Offer::Queued => Outcome::Queued,
-            Offer::Overflow => Outcome::SlowConsumer,
-            Offer::Closed => Outcome::NotOnline,
-        };
-
+        let delivery = delivery_of(req);
         let st = hub.state.lock();
-        match &req.target {
-            Target::User(to) => {
-                if st.logins.contains_key(&req.from) {
-                    return Err(SendError::FromIsOnlineUser);
-                }
-                let o = st.logins.get(to).map_or(Outcome::NotOnline, offer);
-                record(to, o);
-            }
-            Target::RoomUsers(room, to) => {
-                let members = st.rooms.get(room);
-                if members.is_some_and(|m| m.contains_key(&req.from)) {
-                    return Err(SendError::FromIsOnlineUser);
-                }
-                for uid in to {
-                    let o = members
-                        .and_then(|m| m.get(uid))
-                        .map_or(Outcome::NotInRoom, offer);
-                    record(uid, o);
-                }
-            }
-            Target::Room(room) => {
-                if let Some(members) = st.rooms.get(room) {
-                    if members.contains_key(&req.from) {
-                        return Err(SendError::FromIsOnlineUser);
-                    }
-                    for (uid, m) in members {
-                        record(uid, offer(m));
-                    }
-                }
-            }
+        let from_online = match &req.target {
+            Target::User(_) => st.logins.contains_key(&req.from),
+            Target::RoomUsers(room, _) | Target::Room(room) => st
+                .rooms
+                .get(room)
+                .is_some_and(|m| m.contains_key(&req.from)),
+        };
+        if from_online {
+            return Err(SendError::FromIsOnlineUser);
         }
-        Ok(summary)
+        Ok(deliver_locked(
+            &st,
+            &delivery,
+            recipients_of(req),
+            now,
+            observe,
+        ))
+    }
+
+    /// Queues an admitted message on the connections of its recipients held here; recipients not
+    /// here are reported `NotOnline` / `NotInRoom`.
+    pub fn deliver(
+        &self,
+        app: &str,
+        delivery: &Delivery,
+        to: Recipients<'_>,
+        accepted: Timestamp,
+        observe: impl FnMut(&UserId, Outcome),
+    ) -> Summary {
+        let Some(hub) = self.apps.get(app) else {
+            return Summary::default();
+        };
+        let st = hub.state.lock();
+        deliver_locked(&st, delivery, to, accepted, observe)
     }
 
     /// Who is where, per app, for the console. Costs a scan of each app's state under its lock:
@@ -687,6 +840,7 @@ impl Hub {
             if let Some(m) = st.logins.remove(uid) {
                 self.hooks
                     .user_logout(&hub.spec.app_id, uid, why, m.since, now);
+                self.directory.login_ended(&hub.spec.app_id, uid, m.version);
             }
         }
     }
@@ -730,6 +884,8 @@ impl Hub {
         }
         self.hooks
             .user_left(&hub.spec.app_id, room, uid, why, gone.since, now);
+        self.directory
+            .membership_ended(&hub.spec.app_id, room, uid, gone.version, reason);
         if members.is_empty() {
             st.rooms.remove(room);
         }
@@ -878,27 +1034,45 @@ impl Hub {
                 .map_err(|_| send_result::EXCEED_QPS)?;
             Ok((from, room))
         })();
+        let mut forward = None;
         let outcome = checked.and_then(|(from, room)| {
             let delivery = |kind| {
                 let room = room.as_ref().map(RoomId::as_str);
                 Delivery::encode(kind, from.as_str(), room, send.binary, &send.payload)
             };
-            match (op, &room) {
-                (SendOp::Server, _) => Ok(None),
-                (SendOp::UserOutsideRoom, _) => {
-                    let to = st
-                        .logins
-                        .get(send.to.as_str())
-                        .ok_or(send_result::NO_RECEIVER)?;
-                    offer_result(to.outbox.message(&delivery(MessageKind::OutsideRoom), now))
+            // In a cluster a recipient not held here may be on another node: the edge asks.
+            let mut elsewhere = |d: Delivery, to: Option<UserId>| {
+                if !self.clustered {
+                    return Err(send_result::NO_RECEIVER);
                 }
+                forward = Some(Forward {
+                    delivery: d,
+                    from: from.clone(),
+                    room: room.clone(),
+                    to,
+                });
+                Ok(())
+            };
+            match (op, &room) {
+                (SendOp::Server, _) => Ok(()),
+                (SendOp::UserOutsideRoom, _) => match st.logins.get(send.to.as_str()) {
+                    Some(to) => {
+                        offer_result(to.outbox.message(&delivery(MessageKind::OutsideRoom), now))
+                    }
+                    None => elsewhere(
+                        delivery(MessageKind::OutsideRoom),
+                        UserId::new(&send.to).ok(),
+                    ),
+                },
                 (SendOp::UserInRoom, Some(r)) => {
-                    let to = st
-                        .rooms
-                        .get(r)
-                        .and_then(|m| m.get(send.to.as_str()))
-                        .ok_or(send_result::NO_RECEIVER)?;
-                    offer_result(to.outbox.message(&delivery(MessageKind::RoomUser), now))
+                    match st.rooms.get(r).and_then(|m| m.get(send.to.as_str())) {
+                        Some(to) => {
+                            offer_result(to.outbox.message(&delivery(MessageKind::RoomUser), now))
+                        }
+                        None => {
+                            elsewhere(delivery(MessageKind::RoomUser), UserId::new(&send.to).ok())
+                        }
+                    }
                 }
                 (SendOp::Room, Some(r)) => {
                     let d = delivery(MessageKind::RoomBroadcast);
@@ -906,46 +1080,84 @@ impl Hub {
                     for (_, m) in members.filter(|(uid, _)| **uid != from) {
                         m.outbox.message(&d, now);
                     }
-                    Ok(None)
+                    if self.clustered {
+                        elsewhere(d, None)?;
+                    }
+                    Ok(())
                 }
                 // Room ops always have their room.
                 (SendOp::UserInRoom | SendOp::Room, None) => Err(send_result::NOT_JOIN),
             }
         });
         let error = match outcome {
-            Ok(_) if op == SendOp::Server => {
+            Ok(()) if op == SendOp::Server => {
                 let params = me.server_params.clone();
                 return params.map_or(
                     ClientSent::Answered(send_result::SERVER_PARAMS_NOT_SET),
                     ClientSent::Upstream,
                 );
             }
-            Ok(_) if op == SendOp::Room => room_send_result::SUCCESS,
-            Ok(_) => send_result::SUCCESS,
+            Ok(()) => match forward {
+                Some(f) => return ClientSent::Forward(f),
+                None if op == SendOp::Room => room_send_result::SUCCESS,
+                None => send_result::SUCCESS,
+            },
             Err(e) => e,
         };
-        let msgid = send.msgid;
-        let room_id = send.room_id.clone();
-        me.outbox.event(&match op {
-            SendOp::UserOutsideRoom => Event::UserMessageSendResultOutsideRoom { msgid, error },
-            SendOp::UserInRoom => Event::UserMessageSendResult {
-                room_id,
-                msgid,
-                error,
-            },
-            SendOp::Room => Event::RoomMessageSendResult {
-                room_id,
-                msgid,
-                error,
-            },
-            SendOp::Server => Event::ServerMessageSendResult {
-                msgid,
-                error,
-                message: String::new(),
-            },
-        });
+        answer_send(&*me.outbox, send, error);
         ClientSent::Answered(error)
     }
+
+    /// Answers a client's send with `error` (its op's result event): the edge's answer to a
+    /// [`ClientSent::Forward`] once the cluster has routed it.
+    pub fn answer_send(&self, app: &str, session: SessionId, send: &SendFrame, error: i32) {
+        let Some(hub) = self.apps.get(app) else {
+            return;
+        };
+        let st = hub.state.lock();
+        if let Some(me) = st.sessions.get(&session) {
+            answer_send(&*me.outbox, send, error);
+        }
+    }
+}
+
+/// The result event of a client's send.
+fn answer_send(outbox: &dyn Outbox, send: &SendFrame, error: i32) {
+    let msgid = send.msgid;
+    let room_id = send.room_id.clone();
+    outbox.event(&match send.op {
+        SendOp::UserOutsideRoom => Event::UserMessageSendResultOutsideRoom { msgid, error },
+        SendOp::UserInRoom => Event::UserMessageSendResult {
+            room_id,
+            msgid,
+            error,
+        },
+        SendOp::Room => Event::RoomMessageSendResult {
+            room_id,
+            msgid,
+            error,
+        },
+        SendOp::Server => Event::ServerMessageSendResult {
+            msgid,
+            error,
+            message: String::new(),
+        },
+    });
+}
+
+/// A client's message for recipients this node does not hold (cluster only): checked and encoded;
+/// the edge routes it and answers with [`Hub::answer_send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The message, encoded once.
+    pub delivery: Delivery,
+    /// The sender.
+    pub from: UserId,
+    /// The room of a room message.
+    pub room: Option<RoomId>,
+    /// The recipient; `None` for a room broadcast (delivered here already, to go to the room's
+    /// other nodes).
+    pub to: Option<UserId>,
 }
 
 /// What [`Hub::client_send`] did.
@@ -955,6 +1167,8 @@ pub enum ClientSent {
     Answered(i32),
     /// A server message passed the checks: the edge posts it to these parameters and answers.
     Upstream(ServerParams),
+    /// Checked, not answered: the recipients are on other nodes (cluster only).
+    Forward(Forward),
 }
 
 /// How long before a room token expires its connection is warned (`onTokenWillExpire`).
@@ -1077,10 +1291,349 @@ fn me_rooms_remove(st: &mut AppState, session: SessionId, room: &RoomId) -> Opti
 }
 
 /// A user send's result from what the recipient's outbox did with it.
-fn offer_result(offer: Offer) -> Result<Option<()>, i32> {
+fn offer_result(offer: Offer) -> Result<(), i32> {
     match offer {
-        Offer::Queued => Ok(None),
+        Offer::Queued => Ok(()),
         Offer::Overflow => Err(send_result::BROKEN),
         Offer::Closed => Err(send_result::NO_RECEIVER),
+    }
+}
+
+/// Who a delivery is for, among the connections of one node.
+#[derive(Debug, Clone, Copy)]
+pub enum Recipients<'a> {
+    /// These logged-in users (a message outside rooms).
+    Logins(&'a [UserId]),
+    /// These members of the room.
+    Members(&'a RoomId, &'a [UserId]),
+    /// Every member of the room but the one named (a client's own broadcast).
+    Room(&'a RoomId, Option<&'a str>),
+}
+
+/// The recipients an OpenAPI request names.
+pub fn recipients_of(req: &SendRequest) -> Recipients<'_> {
+    match &req.target {
+        Target::User(to) => Recipients::Logins(std::slice::from_ref(to)),
+        Target::RoomUsers(room, to) => Recipients::Members(room, to),
+        Target::Room(room) => Recipients::Room(room, None),
+    }
+}
+
+/// An OpenAPI request's message, encoded once for all its recipients.
+pub fn delivery_of(req: &SendRequest) -> Delivery {
+    let (kind, room) = match &req.target {
+        Target::User(_) => (MessageKind::OutsideRoom, None),
+        Target::RoomUsers(r, _) => (MessageKind::RoomUser, Some(r)),
+        Target::Room(r) => (MessageKind::RoomBroadcast, Some(r)),
+    };
+    Delivery::encode(
+        kind,
+        req.from.as_str(),
+        room.map(RoomId::as_str),
+        req.binary,
+        &req.payload,
+    )
+}
+
+fn deliver_locked(
+    st: &AppState,
+    delivery: &Delivery,
+    to: Recipients<'_>,
+    accepted: Timestamp,
+    mut observe: impl FnMut(&UserId, Outcome),
+) -> Summary {
+    let mut summary = Summary::default();
+    let mut record = |uid: &UserId, o: Outcome| {
+        summary.add(o);
+        observe(uid, o);
+    };
+    let offer = |m: &Member| match m.outbox.message(delivery, accepted) {
+        Offer::Queued => Outcome::Queued,
+        Offer::Overflow => Outcome::SlowConsumer,
+        Offer::Closed => Outcome::NotOnline,
+    };
+    match to {
+        Recipients::Logins(uids) => {
+            for uid in uids {
+                record(uid, st.logins.get(uid).map_or(Outcome::NotOnline, offer));
+            }
+        }
+        Recipients::Members(room, uids) => {
+            let members = st.rooms.get(room);
+            for uid in uids {
+                let o = members
+                    .and_then(|m| m.get(uid))
+                    .map_or(Outcome::NotInRoom, offer);
+                record(uid, o);
+            }
+        }
+        Recipients::Room(room, except) => {
+            for (uid, m) in st.rooms.get(room).into_iter().flatten() {
+                if except != Some(uid.as_str()) {
+                    record(uid, offer(m));
+                }
+            }
+        }
+    }
+    summary
+}
+
+/// A login or membership held here, as the cluster should know it (for re-registering after the
+/// cluster was unreachable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// `uid` is logged in here.
+    Login {
+        /// The app.
+        app: AppId,
+        /// The user.
+        uid: UserId,
+        /// The cluster's version (0: never registered).
+        version: u64,
+    },
+    /// `uid` is a member of `room` here.
+    Member {
+        /// The app.
+        app: AppId,
+        /// The room.
+        room: RoomId,
+        /// The user.
+        uid: UserId,
+        /// The cluster's version (0: never registered).
+        version: u64,
+    },
+}
+
+impl Hub {
+    /// Applies a message from another node of the cluster. Deliveries report their summary.
+    pub fn apply(&self, msg: &NodeMessage, now: Timestamp) -> Summary {
+        match msg {
+            NodeMessage::Deliver {
+                app,
+                delivery,
+                accepted,
+                room,
+                except,
+                to,
+            } => {
+                let room = RoomId::new(room).ok();
+                let uids: Vec<UserId> = match to {
+                    Addressees::Users(u) => u.iter().filter_map(|u| UserId::new(u).ok()).collect(),
+                    Addressees::Room => Vec::new(),
+                };
+                let to = match (to, &room) {
+                    (Addressees::Room, Some(r)) => {
+                        Recipients::Room(r, Some(except.as_str()).filter(|e| !e.is_empty()))
+                    }
+                    (Addressees::Users(_), Some(r)) => Recipients::Members(r, &uids),
+                    (Addressees::Users(_), None) => Recipients::Logins(&uids),
+                    (Addressees::Room, None) => return Summary::default(),
+                };
+                self.deliver(app, delivery, to, *accepted, |_, _| {})
+            }
+            NodeMessage::LoginTaken { app, uid, version } => {
+                self.end_taken_login(app, uid, *version);
+                Summary::default()
+            }
+            NodeMessage::MembershipTaken {
+                app,
+                room,
+                uid,
+                version,
+            } => {
+                self.end_taken_membership(app, room, uid, *version);
+                Summary::default()
+            }
+            NodeMessage::Joined { app, room, uid } => {
+                self.tell_members(app, room, uid, None);
+                Summary::default()
+            }
+            NodeMessage::Left {
+                app,
+                room,
+                uid,
+                reason,
+            } => {
+                self.tell_members(app, room, uid, Some(*reason));
+                Summary::default()
+            }
+            NodeMessage::Kick { app, room, uid } => {
+                if let (Ok(r), Ok(u)) = (RoomId::new(room), UserId::new(uid)) {
+                    self.kick(app, &r, &u, now);
+                }
+                Summary::default()
+            }
+        }
+    }
+
+    /// Another node took `uid`'s login as `version`: ends the login here if it is older, with
+    /// `onLogout(DUPLICATE_LOGIN)`. The user is still logged in (there): no hook fires.
+    fn end_taken_login(&self, app: &str, uid: &str, version: u64) {
+        let Some(hub) = self.apps.get(app) else {
+            return;
+        };
+        let mut st = hub.state.lock();
+        if !st.logins.get(uid).is_some_and(|m| m.version < version) {
+            return;
+        }
+        let Some(old) = st.logins.remove(uid) else {
+            return;
+        };
+        if let Some(s) = st.sessions.get_mut(&old.session) {
+            s.login = None;
+            s.server_params = None;
+        }
+        old.outbox.event(&Event::Logout {
+            reason: logout_reason::DUPLICATE_LOGIN,
+        });
+    }
+
+    /// Another node took `uid`'s membership of `room` as `version`: ends it here if it is older,
+    /// with `onRoomStateChanged(DUPLICATE_LOGIN)`. The user is still in the room: nobody else is
+    /// told and no hook fires.
+    fn end_taken_membership(&self, app: &str, room: &str, uid: &str, version: u64) {
+        let Some(hub) = self.apps.get(app) else {
+            return;
+        };
+        let mut st = hub.state.lock();
+        let Some(members) = st.rooms.get_mut(room) else {
+            return;
+        };
+        if !members.get(uid).is_some_and(|m| m.version < version) {
+            return;
+        }
+        let Some((u, old)) = members.remove_entry(uid) else {
+            return;
+        };
+        if members.is_empty() {
+            st.rooms.remove(room);
+        }
+        if let Some(s) = st.sessions.get_mut(&old.session) {
+            s.rooms.remove(room);
+        }
+        old.outbox.event(&Event::RoomStateChanged {
+            room_id: room.to_owned(),
+            uid: u.to_string(),
+            state: room_state::DUPLICATE_LOGIN,
+        });
+    }
+
+    /// Tells the members of `room` here that `uid` joined (`left: None`) or left it on another
+    /// node, if the app reports presence and `uid` is not itself a member here.
+    fn tell_members(&self, app: &str, room: &str, uid: &str, left: Option<i32>) {
+        let Some(hub) = self.apps.get(app) else {
+            return;
+        };
+        if !hub.spec.presence_events {
+            return;
+        }
+        let st = hub.state.lock();
+        let Some(members) = st.rooms.get(room) else {
+            return;
+        };
+        if members.contains_key(uid) {
+            return;
+        }
+        let event = match left {
+            None => Event::UserJoined {
+                room_id: room.to_owned(),
+                uid: uid.to_owned(),
+            },
+            Some(reason) => Event::UserLeave {
+                room_id: room.to_owned(),
+                uid: uid.to_owned(),
+                reason,
+            },
+        };
+        for m in members.values() {
+            m.outbox.event(&event);
+        }
+    }
+
+    /// Every login and membership held here, for re-registering them with the cluster.
+    pub fn registrations(&self) -> Vec<Registration> {
+        let mut out = Vec::new();
+        for hub in self.apps.values() {
+            let st = hub.state.lock();
+            let app = &hub.spec.app_id;
+            for (uid, m) in &st.logins {
+                out.push(Registration::Login {
+                    app: app.clone(),
+                    uid: uid.clone(),
+                    version: m.version,
+                });
+            }
+            for (room, members) in &st.rooms {
+                for (uid, m) in members {
+                    out.push(Registration::Member {
+                        app: app.clone(),
+                        room: room.clone(),
+                        uid: uid.clone(),
+                        version: m.version,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the registration is still held here (with any version).
+    pub fn holds(&self, reg: &Registration) -> bool {
+        match reg {
+            Registration::Login { app, uid, .. } => self
+                .apps
+                .get(app)
+                .is_some_and(|h| h.state.lock().logins.contains_key(uid)),
+            Registration::Member { app, room, uid, .. } => self.apps.get(app).is_some_and(|h| {
+                h.state
+                    .lock()
+                    .rooms
+                    .get(room)
+                    .is_some_and(|m| m.contains_key(uid))
+            }),
+        }
+    }
+
+    /// The cluster registered `reg` (held here with `reg`'s version) as `version` now.
+    pub fn reregistered(&self, reg: &Registration, version: u64) {
+        let set = |m: Option<&mut Member>, old: u64| {
+            if let Some(m) = m.filter(|m| m.version == old) {
+                m.version = version;
+            }
+        };
+        match reg {
+            Registration::Login {
+                app,
+                uid,
+                version: old,
+            } => {
+                if let Some(h) = self.apps.get(app) {
+                    set(h.state.lock().logins.get_mut(uid), *old);
+                }
+            }
+            Registration::Member {
+                app,
+                room,
+                uid,
+                version: old,
+            } => {
+                if let Some(h) = self.apps.get(app) {
+                    let mut st = h.state.lock();
+                    set(st.rooms.get_mut(room).and_then(|m| m.get_mut(uid)), *old);
+                }
+            }
+        }
+    }
+
+    /// The cluster says another node holds `reg`: ends it here as taken over.
+    pub fn lost(&self, reg: &Registration) {
+        match reg {
+            Registration::Login { app, uid, .. } => {
+                self.end_taken_login(app.as_str(), uid.as_str(), u64::MAX);
+            }
+            Registration::Member { app, room, uid, .. } => {
+                self.end_taken_membership(app.as_str(), room.as_str(), uid.as_str(), u64::MAX);
+            }
+        }
     }
 }

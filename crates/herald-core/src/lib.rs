@@ -18,4 +18,5 @@
 pub mod apps;
 pub mod hub;
 pub mod rate;
+pub mod relay;
 pub mod time;

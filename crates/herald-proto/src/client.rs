@@ -409,6 +409,12 @@ impl Delivery {
         }
     }
 
+    /// A message encoded elsewhere (another node of a cluster): its flags byte and body as
+    /// [`Delivery::encode`] made them.
+    pub fn from_parts(flags: u8, body: Bytes) -> Self {
+        Delivery { flags, body }
+    }
+
     /// The flags byte.
     pub fn flags(&self) -> u8 {
         self.flags

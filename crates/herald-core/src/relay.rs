@@ -1,0 +1,336 @@
+//! Messages between nodes of a cluster, and what a node does with one it receives.
+//!
+//! A cluster node receives these on its own channel (in Redis, `herald:n:<node>`). Some are built
+//! by the sending node ([`encode_deliver`]), some by the cluster's scripts inside Redis (a
+//! takeover notice, presence); so the format is plain: a header of newline-terminated fields,
+//! then, for a delivery, the message body as it is written to sockets. Ids never contain a
+//! newline (the id rule), so no field needs escaping.
+//!
+//! ```text
+//! D\n<app>\n<flags>\n<accepted µs>\n<room>\n<except uid>\n<uid,uid,…|*>\n<body…>   deliver
+//! L\n<app>\n<uid>\n<version>\n                                                  login taken over
+//! M\n<app>\n<room>\n<uid>\n<version>\n                                          membership taken over
+//! J\n<app>\n<room>\n<uid>\n                                                     joined elsewhere
+//! Q\n<app>\n<room>\n<uid>\n<reason>\n                                           left elsewhere
+//! K\n<app>\n<room>\n<uid>\n                                                     KickUser
+//! ```
+
+use bytes::Bytes;
+use herald_proto::client::Delivery;
+
+use crate::time::Timestamp;
+
+/// Who a forwarded delivery is for, on the receiving node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addressees {
+    /// These users: logins (a message outside rooms) or members of the room.
+    Users(Vec<String>),
+    /// Every member of the room on the receiving node.
+    Room,
+}
+
+/// One message from another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeMessage {
+    /// Deliver a message to local recipients.
+    Deliver {
+        /// The app.
+        app: String,
+        /// The message, encoded as it is written to sockets.
+        delivery: Delivery,
+        /// When the API call (or client send) was accepted, for latency accounting.
+        accepted: Timestamp,
+        /// The room of a room message, empty otherwise.
+        room: String,
+        /// A uid that must not receive it (the sender of a client room broadcast), or empty.
+        except: String,
+        /// The recipients.
+        to: Addressees,
+    },
+    /// `uid` logged in on another node, as registration `version`: end an older local login.
+    LoginTaken {
+        /// The app.
+        app: String,
+        /// The user.
+        uid: String,
+        /// The newer registration.
+        version: u64,
+    },
+    /// `uid` joined `room` on another node, as registration `version`: end an older membership.
+    MembershipTaken {
+        /// The app.
+        app: String,
+        /// The room.
+        room: String,
+        /// The user.
+        uid: String,
+        /// The newer registration.
+        version: u64,
+    },
+    /// `uid` joined `room` on another node: tell local members.
+    Joined {
+        /// The app.
+        app: String,
+        /// The room.
+        room: String,
+        /// The user.
+        uid: String,
+    },
+    /// `uid` left `room` on another node for `reason` (a `user_leave_reason`): tell local members.
+    Left {
+        /// The app.
+        app: String,
+        /// The room.
+        room: String,
+        /// The user.
+        uid: String,
+        /// The vendor's leave reason.
+        reason: i32,
+    },
+    /// `KickUser` called on another node for a member held here.
+    Kick {
+        /// The app.
+        app: String,
+        /// The room.
+        room: String,
+        /// The user.
+        uid: String,
+    },
+}
+
+/// A node message that could not be decoded (a bug or a foreign publisher; it is dropped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed node message: {0}")]
+pub struct Malformed(&'static str);
+
+/// The header of a delivery for `to`, to which the body is appended: what the Lua scripts build
+/// per node from the prefix (everything up to the recipients) and their recipient list.
+pub fn deliver_prefix(
+    app: &str,
+    delivery: &Delivery,
+    accepted: Timestamp,
+    room: &str,
+    except: &str,
+) -> Vec<u8> {
+    format!(
+        "D\n{app}\n{}\n{}\n{room}\n{except}\n",
+        delivery.flags(),
+        accepted.micros()
+    )
+    .into_bytes()
+}
+
+/// A whole delivery message: prefix, recipients, body.
+pub fn encode_deliver(
+    app: &str,
+    delivery: &Delivery,
+    accepted: Timestamp,
+    room: &str,
+    except: &str,
+    to: &Addressees,
+) -> Vec<u8> {
+    let mut out = deliver_prefix(app, delivery, accepted, room, except);
+    match to {
+        Addressees::Room => out.push(b'*'),
+        Addressees::Users(uids) => out.extend_from_slice(uids.join(",").as_bytes()),
+    }
+    out.push(b'\n');
+    out.extend_from_slice(delivery.body());
+    out
+}
+
+/// Encodes the messages other than deliveries (the scripts build these in Redis; this is the
+/// same format, for tests and for the node's own use).
+pub fn encode(msg: &NodeMessage) -> Vec<u8> {
+    match msg {
+        NodeMessage::Deliver {
+            app,
+            delivery,
+            accepted,
+            room,
+            except,
+            to,
+        } => encode_deliver(app, delivery, *accepted, room, except, to),
+        NodeMessage::LoginTaken { app, uid, version } => {
+            format!("L\n{app}\n{uid}\n{version}\n").into_bytes()
+        }
+        NodeMessage::MembershipTaken {
+            app,
+            room,
+            uid,
+            version,
+        } => format!("M\n{app}\n{room}\n{uid}\n{version}\n").into_bytes(),
+        NodeMessage::Joined { app, room, uid } => format!("J\n{app}\n{room}\n{uid}\n").into_bytes(),
+        NodeMessage::Left {
+            app,
+            room,
+            uid,
+            reason,
+        } => format!("Q\n{app}\n{room}\n{uid}\n{reason}\n").into_bytes(),
+        NodeMessage::Kick { app, room, uid } => format!("K\n{app}\n{room}\n{uid}\n").into_bytes(),
+    }
+}
+
+/// Splits off `n` newline-terminated fields; returns them and the rest.
+fn fields(mut data: &[u8], n: usize) -> Result<(Vec<&str>, &[u8]), Malformed> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let end = data
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(Malformed("missing field"))?;
+        let field = std::str::from_utf8(&data[..end]).map_err(|_| Malformed("not UTF-8"))?;
+        out.push(field);
+        data = &data[end + 1..];
+    }
+    Ok((out, data))
+}
+
+fn number<T: std::str::FromStr>(s: &str) -> Result<T, Malformed> {
+    s.parse().map_err(|_| Malformed("not a number"))
+}
+
+/// Decodes a node message. The delivery body is a slice of `data` (no copy).
+pub fn decode(data: &Bytes) -> Result<NodeMessage, Malformed> {
+    let (kind, _) = fields(data, 1)?;
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    match kind[0] {
+        "D" => {
+            let (f, rest) = fields(data, 7)?;
+            let flags: u8 = number(f[2])?;
+            let accepted = Timestamp::from_micros(number(f[3])?);
+            let to = match f[6] {
+                "*" => Addressees::Room,
+                "" => Addressees::Users(Vec::new()),
+                list => Addressees::Users(list.split(',').map(str::to_owned).collect()),
+            };
+            let body = data.slice(data.len() - rest.len()..);
+            Ok(NodeMessage::Deliver {
+                app: f[1].to_owned(),
+                delivery: Delivery::from_parts(flags, body),
+                accepted,
+                room: f[4].to_owned(),
+                except: f[5].to_owned(),
+                to,
+            })
+        }
+        "L" => {
+            let (f, _) = fields(data, 4)?;
+            let f = owned(&f);
+            Ok(NodeMessage::LoginTaken {
+                version: number(&f[3])?,
+                app: f[1].clone(),
+                uid: f[2].clone(),
+            })
+        }
+        "M" => {
+            let (f, _) = fields(data, 5)?;
+            let f = owned(&f);
+            Ok(NodeMessage::MembershipTaken {
+                version: number(&f[4])?,
+                app: f[1].clone(),
+                room: f[2].clone(),
+                uid: f[3].clone(),
+            })
+        }
+        "J" => {
+            let (f, _) = fields(data, 4)?;
+            Ok(NodeMessage::Joined {
+                app: f[1].to_owned(),
+                room: f[2].to_owned(),
+                uid: f[3].to_owned(),
+            })
+        }
+        "Q" => {
+            let (f, _) = fields(data, 5)?;
+            Ok(NodeMessage::Left {
+                reason: number(f[4])?,
+                app: f[1].to_owned(),
+                room: f[2].to_owned(),
+                uid: f[3].to_owned(),
+            })
+        }
+        "K" => {
+            let (f, _) = fields(data, 4)?;
+            Ok(NodeMessage::Kick {
+                app: f[1].to_owned(),
+                room: f[2].to_owned(),
+                uid: f[3].to_owned(),
+            })
+        }
+        _ => Err(Malformed("unknown kind")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_proto::client::MessageKind;
+
+    fn roundtrip(m: NodeMessage) {
+        let bytes = Bytes::from(encode(&m));
+        assert_eq!(decode(&bytes), Ok(m));
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let d = Delivery::encode(MessageKind::RoomUser, "srv", Some("r1"), true, b"\n\0bin\n");
+        roundtrip(NodeMessage::Deliver {
+            app: "a".repeat(24),
+            delivery: d.clone(),
+            accepted: Timestamp::from_micros(1_700_000_000_123_456),
+            room: "r1".into(),
+            except: String::new(),
+            to: Addressees::Users(vec!["u1".into(), "u.2@x".into()]),
+        });
+        roundtrip(NodeMessage::Deliver {
+            app: "a".into(),
+            delivery: d,
+            accepted: Timestamp::from_micros(1),
+            room: "r1".into(),
+            except: "me".into(),
+            to: Addressees::Room,
+        });
+        roundtrip(NodeMessage::LoginTaken {
+            app: "a".into(),
+            uid: "u".into(),
+            version: 42,
+        });
+        roundtrip(NodeMessage::MembershipTaken {
+            app: "a".into(),
+            room: "r".into(),
+            uid: "u".into(),
+            version: 7,
+        });
+        roundtrip(NodeMessage::Joined {
+            app: "a".into(),
+            room: "r".into(),
+            uid: "u".into(),
+        });
+        roundtrip(NodeMessage::Left {
+            app: "a".into(),
+            room: "r".into(),
+            uid: "u".into(),
+            reason: 1,
+        });
+        roundtrip(NodeMessage::Kick {
+            app: "a".into(),
+            room: "r".into(),
+            uid: "u".into(),
+        });
+    }
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        for bad in [
+            &b""[..],
+            b"D\n",
+            b"D\napp\nx\n1\n\n\n*\n",
+            b"L\na\nu\nnot-a-number\n",
+            b"Z\n",
+            b"\xff\n",
+        ] {
+            assert!(decode(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
+    }
+}
