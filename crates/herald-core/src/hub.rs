@@ -20,8 +20,8 @@ use herald_proto::token::AccessToken;
 use parking_lot::Mutex;
 
 use crate::apps::{AppSpec, Registry};
-use crate::relay::{Addressees, NodeMessage};
 use crate::rate::{Gcra, RetryAfter, SlidingWindow};
+use crate::relay::{Addressees, NodeMessage};
 use crate::time::Timestamp;
 
 /// Identifies one client connection within a hub.
@@ -668,7 +668,9 @@ impl Hub {
                             uid: other.to_string(),
                         });
                     }
-                    let remote = elsewhere.iter().filter(|o| **o != u && !members.contains_key(*o));
+                    let remote = elsewhere
+                        .iter()
+                        .filter(|o| **o != u && !members.contains_key(*o));
                     for other in remote {
                         outbox.event(&Event::UserJoined {
                             room_id: r.to_string(),
@@ -931,8 +933,22 @@ impl Hub {
         Some(users)
     }
 
-    /// `getPeerOnlineStatus(peerUserId)`: answers `onGetPeerOnlineStatus`.
-    pub fn get_peer_online_status(&self, app: &str, session: SessionId, peer: &str) {
+    /// Whether `uid` is logged in here.
+    pub fn is_logged_in(&self, app: &str, uid: &str) -> bool {
+        self.apps
+            .get(app)
+            .is_some_and(|h| h.state.lock().logins.contains_key(uid))
+    }
+
+    /// `getPeerOnlineStatus(peerUserId)`: answers `onGetPeerOnlineStatus`: online if logged in
+    /// here or, as the cluster says, `elsewhere`.
+    pub fn get_peer_online_status(
+        &self,
+        app: &str,
+        session: SessionId,
+        peer: &str,
+        elsewhere: bool,
+    ) {
         let Some(hub) = self.apps.get(app) else {
             return;
         };
@@ -940,7 +956,7 @@ impl Hub {
         let Some(me) = st.sessions.get(&session) else {
             return;
         };
-        let status = if st.logins.contains_key(peer) {
+        let status = if elsewhere || st.logins.contains_key(peer) {
             online_status::ONLINE
         } else {
             online_status::OFFLINE
@@ -1473,7 +1489,7 @@ impl Hub {
             return;
         };
         let mut st = hub.state.lock();
-        if !st.logins.get(uid).is_some_and(|m| m.version < version) {
+        if st.logins.get(uid).is_none_or(|m| m.version >= version) {
             return;
         }
         let Some(old) = st.logins.remove(uid) else {
@@ -1499,7 +1515,7 @@ impl Hub {
         let Some(members) = st.rooms.get_mut(room) else {
             return;
         };
-        if !members.get(uid).is_some_and(|m| m.version < version) {
+        if members.get(uid).is_none_or(|m| m.version >= version) {
             return;
         }
         let Some((u, old)) = members.remove_entry(uid) else {
@@ -1594,34 +1610,34 @@ impl Hub {
         }
     }
 
-    /// The cluster registered `reg` (held here with `reg`'s version) as `version` now.
-    pub fn reregistered(&self, reg: &Registration, version: u64) {
-        let set = |m: Option<&mut Member>, old: u64| {
-            if let Some(m) = m.filter(|m| m.version == old) {
+    /// The cluster registered `reg` (held here with `reg`'s version) as `version` now. Returns
+    /// false if it is no longer held here as it was (ended or replaced meanwhile).
+    pub fn reregistered(&self, reg: &Registration, version: u64) -> bool {
+        let set = |m: Option<&mut Member>, old: u64| match m.filter(|m| m.version == old) {
+            Some(m) => {
                 m.version = version;
+                true
             }
+            None => false,
         };
         match reg {
             Registration::Login {
                 app,
                 uid,
                 version: old,
-            } => {
-                if let Some(h) = self.apps.get(app) {
-                    set(h.state.lock().logins.get_mut(uid), *old);
-                }
-            }
+            } => self
+                .apps
+                .get(app)
+                .is_some_and(|h| set(h.state.lock().logins.get_mut(uid), *old)),
             Registration::Member {
                 app,
                 room,
                 uid,
                 version: old,
-            } => {
-                if let Some(h) = self.apps.get(app) {
-                    let mut st = h.state.lock();
-                    set(st.rooms.get_mut(room).and_then(|m| m.get_mut(uid)), *old);
-                }
-            }
+            } => self.apps.get(app).is_some_and(|h| {
+                let mut st = h.state.lock();
+                set(st.rooms.get_mut(room).and_then(|m| m.get_mut(uid)), *old)
+            }),
         }
     }
 

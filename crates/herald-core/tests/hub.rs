@@ -720,9 +720,9 @@ fn peer_status_and_server_params() {
     use herald_proto::client::send_result::*;
     let hub = hub(500);
     let (a, a_rec) = connect(&hub);
-    hub.get_peer_online_status(APP, a, "b");
+    hub.get_peer_online_status(APP, a, "b", false);
     let (_b, _) = login(&hub, "b");
-    hub.get_peer_online_status(APP, a, "b");
+    hub.get_peer_online_status(APP, a, "b", false);
     assert_eq!(
         events(&a_rec),
         vec![

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::cluster::RouteError;
 use crate::Shared;
 
 const CONSOLE_HTML: &str = include_str!("../../../web/console.html");
@@ -94,7 +95,7 @@ pub(crate) async fn api(shared: &Shared, req: Request<Incoming>) -> Response<Ful
             Err(resp) => resp,
         },
         (&Method::POST, "/admin/api/send") => match read_json::<SendBody>(body).await {
-            Ok(r) => send(shared, r),
+            Ok(r) => send(shared, r).await,
             Err(resp) => resp,
         },
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
@@ -196,7 +197,7 @@ struct SendBody {
     message: String,
 }
 
-fn send(shared: &Shared, r: SendBody) -> Response<Full<Bytes>> {
+async fn send(shared: &Shared, r: SendBody) -> Response<Full<Bytes>> {
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);
     let Ok(app_id) = AppId::new(&r.app_id) else {
         return bad("bad appId");
@@ -222,7 +223,7 @@ fn send(shared: &Shared, r: SendBody) -> Response<Full<Bytes>> {
         binary: false,
         payload: Bytes::from(r.message),
     };
-    match shared.hub.send(&req, shared.clock.now(), |_, _| {}) {
+    match shared.send(&req, shared.clock.now()).await {
         Ok(summary) => {
             shared.metrics.accepted(&summary);
             reply(
@@ -230,7 +231,11 @@ fn send(shared: &Shared, r: SendBody) -> Response<Full<Bytes>> {
                 json!({ "result": "Success", "queued": summary.queued }),
             )
         }
-        Err(e) => {
+        Err(RouteError::Unavailable) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": "ServiceUnavailableTemp", "message": "the cluster's Redis is unreachable" }),
+        ),
+        Err(RouteError::Refused(e)) => {
             let status = match e {
                 SendError::UnknownApp => StatusCode::NOT_FOUND,
                 SendError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

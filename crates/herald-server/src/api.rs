@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 
+use crate::cluster::{RouteError, Unavailable};
 use crate::Shared;
 
 /// How long a client may take to send its whole body.
@@ -39,6 +40,24 @@ impl From<ApiError> for Failure {
             error,
             retry_after_secs: None,
         }
+    }
+}
+
+impl From<RouteError> for Failure {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::Refused(e) => e.into(),
+            RouteError::Unavailable => Unavailable.into(),
+        }
+    }
+}
+
+impl From<Unavailable> for Failure {
+    fn from(_: Unavailable) -> Self {
+        err(
+            ErrorCode::ServiceUnavailableTemp,
+            "The service is temporarily unavailable; retry later.",
+        )
     }
 }
 
@@ -280,22 +299,33 @@ async fn call(
         Operation::Send(action) => {
             let req = parse_send_request(action, &body)?;
             authorize(shared, &access_key, &req.app_id)?;
-            let summary = shared.hub.send(&req, now, |_, _| {})?;
+            let summary = shared.send(&req, now).await?;
             shared.metrics.accepted(&summary);
             Ok(success())
         }
         Operation::KickUser => {
             let req = parse_kick_request(&body)?;
             authorize(shared, &access_key, &req.app_id)?;
-            shared
-                .hub
-                .kick(req.app_id.as_str(), &req.room_id, &req.user_id, now);
+            let app = req.app_id.as_str();
+            match &shared.cluster {
+                None => {
+                    shared.hub.kick(app, &req.room_id, &req.user_id, now);
+                }
+                Some(c) => {
+                    c.kick(&shared.hub, app, &req.room_id, &req.user_id, now)
+                        .await?;
+                }
+            }
             Ok(success())
         }
         Operation::GetRoomOnlineUsers => {
             let req = parse_room_query(single(query, "AppId")?, single(query, "RoomId")?)?;
             authorize(shared, &access_key, &req.app_id)?;
-            let users = shared.hub.room_users(req.app_id.as_str(), &req.room_id);
+            let app = req.app_id.as_str();
+            let users = match &shared.cluster {
+                None => shared.hub.room_users(app, &req.room_id),
+                Some(c) => c.room_users(app, &req.room_id).await?,
+            };
             let users = users.map(|u| u.iter().map(ToString::to_string).collect());
             Ok(Answer::RoomUsers(RoomOnlineUsers::new(users)))
         }

@@ -59,6 +59,37 @@ pub struct Config {
     /// The apps served.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// `[cluster]`: run as one node of a cluster on Redis. Without it, a single node.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: cluster mode on Redis (docs/cluster.md). Every node needs the same `[[apps]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT` (optionally `redis://:PASSWORD@HOST:PORT/DB`).
+    pub redis: String,
+    /// This node's id, unique in the cluster (the id rule). Default: random at each start.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// A node that has not renewed its heartbeat for this long is given up for dead: its users
+    /// stop counting as online and its rooms' members elsewhere see them leave. Renewed every
+    /// third of it. Default 10,000 ms; 1,000 to 60,000.
+    #[serde(default = "default_node_ttl")]
+    pub node_ttl_ms: u64,
+    /// A Redis call that has not answered in this long fails (and API calls answer 503
+    /// `ServiceUnavailableTemp`). Default 1,000 ms; 50 to 10,000.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_ms: u64,
+}
+
+fn default_node_ttl() -> u64 {
+    10_000
+}
+
+fn default_command_timeout() -> u64 {
+    1_000
 }
 
 /// `[gateway]`: the WebSocket side.
@@ -224,6 +255,7 @@ impl Config {
                 server_message_urls: Vec::new(),
                 webhook: None,
             }],
+            cluster: None,
         }
     }
 
@@ -251,6 +283,29 @@ impl Config {
         }
         if self.apps.is_empty() {
             return bad("at least one [[apps]] entry is needed".into());
+        }
+        if let Some(c) = &self.cluster {
+            if !c.redis.starts_with("redis://") {
+                return bad("cluster.redis must be a redis:// URL".into());
+            }
+            if redis::Client::open(c.redis.as_str()).is_err() {
+                return bad(format!(
+                    "cluster.redis {:?} is not a valid Redis URL",
+                    c.redis
+                ));
+            }
+            if c.node_id
+                .as_deref()
+                .is_some_and(|n| !herald_proto::ids::is_valid_id(n))
+            {
+                return bad("cluster.node_id must match [a-zA-Z0-9_@-.]{1,128}".into());
+            }
+            if !(1_000..=60_000).contains(&c.node_ttl_ms) {
+                return bad("cluster.node_ttl_ms must be between 1000 and 60000".into());
+            }
+            if !(50..=10_000).contains(&c.command_timeout_ms) {
+                return bad("cluster.command_timeout_ms must be between 50 and 10000".into());
+            }
         }
         for app in &self.apps {
             if AppId::new(&app.app_id).is_err() || app.app_id.len() != APP_ID_LENGTH {

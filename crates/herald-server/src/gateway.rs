@@ -14,7 +14,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use herald_core::hub::SessionId;
 use herald_core::hub::{ClientSent, ServerParams};
 use herald_core::time::Timestamp;
-use herald_proto::client::{close_code, error_code, send_result, Call, Event, SendFrame};
+use herald_proto::client::{
+    close_code, error_code, room_send_result, send_result, Call, Event, SendFrame, SendOp,
+};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -228,8 +230,8 @@ async fn read_loop(
         };
         last_heard = Instant::now();
         match frame {
-            WsIncoming::Text(text) => handle_call(shared, app, session, outbox, &text),
-            WsIncoming::Binary(frame) => handle_send(shared, app, session, outbox, frame),
+            WsIncoming::Text(text) => handle_call(shared, app, session, outbox, &text).await,
+            WsIncoming::Binary(frame) => handle_send(shared, app, session, outbox, frame).await,
             WsIncoming::Ping(p) => outbox.pong(p),
             WsIncoming::Pong(_) => {}
             WsIncoming::Close(_) => {
@@ -289,7 +291,15 @@ fn outbox_error(outbox: &ConnOutbox, code: i32, message: &str) {
     });
 }
 
-fn handle_call(shared: &Shared, app: &str, session: SessionId, outbox: &ConnOutbox, text: &[u8]) {
+/// A text frame: a call. In cluster mode a login, a join or an online check waits for Redis
+/// (bounded by `cluster.command_timeout_ms`); the connection's calls stay in order.
+async fn handle_call(
+    shared: &Shared,
+    app: &str,
+    session: SessionId,
+    outbox: &ConnOutbox,
+    text: &[u8],
+) {
     let call: Call = match serde_json::from_slice(text) {
         Ok(c) => c,
         Err(e) => {
@@ -305,7 +315,11 @@ fn handle_call(shared: &Shared, app: &str, session: SessionId, outbox: &ConnOutb
     let hub = &shared.hub;
     match call {
         Call::Login { token, uid } => {
-            if hub.login(app, session, &uid, &token, now) == 0 {
+            let code = match &shared.cluster {
+                None => hub.login(app, session, &uid, &token, now),
+                Some(c) => c.login(hub, app, session, &uid, &token, now).await,
+            };
+            if code == 0 {
                 shared.metrics.login();
             }
         }
@@ -314,15 +328,28 @@ fn handle_call(shared: &Shared, app: &str, session: SessionId, outbox: &ConnOutb
             room_id,
             uid,
             token,
-        } => {
-            hub.join_room(app, session, &room_id, &uid, &token, now);
-        }
+        } => match &shared.cluster {
+            None => {
+                hub.join_room(app, session, &room_id, &uid, &token, now);
+            }
+            Some(c) => {
+                let presence = shared.registry.app(app).is_some_and(|a| a.presence_events);
+                c.join(hub, app, session, &room_id, &uid, &token, presence, now)
+                    .await;
+            }
+        },
         Call::LeaveRoom { room_id } => hub.leave_room(app, session, &room_id, now),
         Call::UpdateToken { room_id, token } => {
             hub.update_room_token(app, session, &room_id, &token, now);
         }
         Call::GetPeerOnlineStatus { peer_user_id } => {
-            hub.get_peer_online_status(app, session, &peer_user_id);
+            let elsewhere = match &shared.cluster {
+                Some(c) if !hub.is_logged_in(app, &peer_user_id) => {
+                    c.online(app, &peer_user_id).await.unwrap_or(false)
+                }
+                _ => false,
+            };
+            hub.get_peer_online_status(app, session, &peer_user_id, elsewhere);
         }
         Call::SetServerParams { signature, url } => {
             hub.set_server_params(app, session, &signature, &url);
@@ -331,7 +358,7 @@ fn handle_call(shared: &Shared, app: &str, session: SessionId, outbox: &ConnOutb
 }
 
 /// A binary frame: a message the client sends (`SendFrame`).
-fn handle_send(
+async fn handle_send(
     shared: &Shared,
     app: &str,
     session: SessionId,
@@ -350,15 +377,30 @@ fn handle_send(
         }
     };
     let now = shared.clock.now();
-    if let ClientSent::Upstream(params) = shared.hub.client_send(app, session, &send, now) {
-        server_message(
+    match shared.hub.client_send(app, session, &send, now) {
+        ClientSent::Answered(_) => {}
+        ClientSent::Upstream(params) => server_message(
             shared,
             outbox,
             send.msgid,
             params,
             send.binary,
             send.payload,
-        );
+        ),
+        ClientSent::Forward(f) => {
+            // Only a clustered hub forwards. A room broadcast reached the members here already;
+            // a message for one user fails if no live node holds the user (or Redis is away).
+            let reached = match &shared.cluster {
+                Some(c) => c.forward(app, &f, now).await.unwrap_or(false),
+                None => false,
+            };
+            let error = match (send.op, reached) {
+                (SendOp::Room, _) => room_send_result::SUCCESS,
+                (_, true) => send_result::SUCCESS,
+                (_, false) => send_result::NO_RECEIVER,
+            };
+            shared.hub.answer_send(app, session, &send, error);
+        }
     }
 }
 

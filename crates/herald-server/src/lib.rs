@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod metrics;
@@ -48,7 +49,9 @@ use crate::metrics::Metrics;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) registry: Registry,
-    pub(crate) hub: Hub,
+    pub(crate) hub: Arc<Hub>,
+    /// Cluster mode: this node's membership of the cluster (`None`: a single node).
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     pub(crate) request_ids: api::RequestIds,
@@ -62,6 +65,32 @@ pub(crate) struct Shared {
     pub(crate) upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Webhook delivery, for its counters.
     pub(crate) webhooks: Arc<webhook::Webhooks>,
+}
+
+impl Shared {
+    /// Sends an admitted-to-parse OpenAPI message: on this node alone, or through the cluster
+    /// (rate limit and `From` rule cluster-wide, recipients on any node).
+    pub(crate) async fn send(
+        &self,
+        req: &herald_proto::openapi::SendRequest,
+        now: herald_core::time::Timestamp,
+    ) -> Result<herald_core::hub::Summary, cluster::RouteError> {
+        use herald_core::hub::SendError;
+        match &self.cluster {
+            None => self
+                .hub
+                .send(req, now, |_, _| {})
+                .map_err(cluster::RouteError::Refused),
+            Some(c) => {
+                let limit = self
+                    .registry
+                    .app(req.app_id.as_str())
+                    .map(|a| a.qps_limit)
+                    .ok_or(cluster::RouteError::Refused(SendError::UnknownApp))?;
+                c.send(&self.hub, req, limit, now).await
+            }
+        }
+    }
 }
 
 /// How long the business server has to answer a `sendServerMessage` (DECISIONS.md: 5 s).
@@ -111,7 +140,16 @@ impl Server {
         config.validate()?;
         let registry = config.registry()?;
         let webhooks = webhook::Webhooks::start(config.webhooks());
-        let hub = Hub::with_hooks(&registry, webhooks.clone());
+        let (hub, cluster) = match &config.cluster {
+            None => (Hub::with_hooks(&registry, webhooks.clone()), None),
+            Some(c) => {
+                let (cluster, directory) = cluster::Cluster::new(c)
+                    .map_err(|e| StartError::Config(ConfigError::Invalid(e)))?;
+                let hub = Hub::clustered(&registry, webhooks.clone(), directory);
+                (hub, Some(cluster))
+            }
+        };
+        let hub = Arc::new(hub);
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -127,8 +165,9 @@ impl Server {
         let shared = Arc::new(Shared {
             config,
             registry,
-            hub,
-            clock,
+            hub: hub.clone(),
+            cluster: cluster.clone(),
+            clock: clock.clone(),
             metrics: Metrics::default(),
             request_ids: api::RequestIds::new(),
             signing_keys: api::SigningKeys::default(),
@@ -138,6 +177,9 @@ impl Server {
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(SERVER_MESSAGE_SLOTS)),
             webhooks,
         });
+        if let Some(c) = cluster {
+            tokio::spawn(c.run(hub, clock, shared.shutdown.clone()));
+        }
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Server {
             addr,
@@ -213,13 +255,15 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
     match (req.method(), path) {
         (_, "/") => api::serve(&shared, req).await,
         (_, herald_proto::client::GATEWAY_PATH) => gateway::upgrade(shared, req),
-        (&Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared
+        (&Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", {
+            let mut text = shared
                 .metrics
-                .render(shared.hub.stats(), shared.webhooks.stats()),
-        ),
+                .render(shared.hub.stats(), shared.webhooks.stats());
+            if let Some(c) = &shared.cluster {
+                c.render_metrics(&mut text);
+            }
+            text
+        }),
         (&Method::GET, "/healthz") => text(
             StatusCode::OK,
             "application/json",

@@ -1,0 +1,44 @@
+-- Registers a login (L) or membership (M) on this node, as a new version; a live node that held
+-- it is told to end its older one. A new member's join is told to the room's other nodes.
+-- ARGV: app, me, kind, room, uid, want_members (1: return the room's members on other nodes).
+-- Returns {version, took_over (0|1), members}.
+local app, me, kind, room, uid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local hk = hkey(app, kind, room)
+local e = entry(app, kind, room, uid)
+local v = redis.call('INCR', P .. 'seq')
+local old = redis.call('HGET', hk, uid)
+redis.call('HSET', hk, uid, me .. '|' .. v)
+redis.call('SADD', idx(me), e)
+local took, same = 0, false
+if old then
+  local n = split(old)
+  if n == me then
+    same = true
+  else
+    redis.call('SREM', idx(n), e)
+    if kind == 'M' then rn_add(app, room, n, -1) end
+    if alive(n) then
+      took = 1
+      if kind == 'L' then
+        redis.call('PUBLISH', chan(n), 'L\n' .. app .. '\n' .. uid .. '\n' .. v .. '\n')
+      else
+        redis.call('PUBLISH', chan(n), 'M\n' .. app .. '\n' .. room .. '\n' .. uid .. '\n' .. v .. '\n')
+      end
+    end
+  end
+end
+local members = {}
+if kind == 'M' then
+  if not same then rn_add(app, room, me, 1) end
+  if took == 0 and not same then
+    to_room_nodes(app, room, me, 'J\n' .. app .. '\n' .. room .. '\n' .. uid .. '\n')
+  end
+  if ARGV[6] == '1' then
+    local all = redis.call('HGETALL', hk)
+    for i = 1, #all, 2 do
+      local n = split(all[i + 1])
+      if n ~= me and alive(n) then members[#members + 1] = all[i] end
+    end
+  end
+end
+return {v, took, members}

@@ -1,0 +1,27 @@
+-- Re-registers, after an outage, a login (L) or membership (M) this node holds: kept if the
+-- cluster has it as this node's, taken if nobody live holds it, lost if another live node does.
+-- ARGV: app, me, kind, room, uid. Returns the version, or -1 if lost.
+local app, me, kind, room, uid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local hk = hkey(app, kind, room)
+local e = entry(app, kind, room, uid)
+local cur = redis.call('HGET', hk, uid)
+if cur then
+  local n, ver = split(cur)
+  if n == me then
+    redis.call('SADD', idx(me), e)
+    return ver
+  end
+  if alive(n) then return -1 end
+  redis.call('SREM', idx(n), e)
+  if kind == 'M' then rn_add(app, room, n, -1) end
+end
+local v = redis.call('INCR', P .. 'seq')
+redis.call('HSET', hk, uid, me .. '|' .. v)
+redis.call('SADD', idx(me), e)
+if kind == 'M' then
+  rn_add(app, room, me, 1)
+  if not cur then
+    to_room_nodes(app, room, me, 'J\n' .. app .. '\n' .. room .. '\n' .. uid .. '\n')
+  end
+end
+return v

@@ -1,0 +1,44 @@
+-- An OpenAPI message: the app's rate limit, the From rule, then one PUBLISH per node that holds
+-- recipients. ARGV: app, me, now_us, limit, rate_member, kind (U|R|B), from, room, prefix, body,
+-- uids... Returns {'rate', retry_us} | {'from'} | {'ok', here, missing, forwarded} (U|R: uid lists)
+-- and the number of nodes forwarded to | {'ok', here (0|1), nodes forwarded to} (B).
+local app, me, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local limit, kind, from, room = tonumber(ARGV[4]), ARGV[6], ARGV[7], ARGV[8]
+local prefix, body = ARGV[9], ARGV[10]
+local rk = P .. '{' .. app .. '}:rate'
+redis.call('ZREMRANGEBYSCORE', rk, '-inf', now - 1000000)
+if redis.call('ZCARD', rk) >= limit then
+  local oldest = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
+  return {'rate', tostring(tonumber(oldest[2]) + 1000000 - now)}
+end
+redis.call('ZADD', rk, now, ARGV[5])
+redis.call('PEXPIRE', rk, 2000)
+local hk = hkey(app, kind == 'U' and 'L' or 'M', room)
+local f = redis.call('HGET', hk, from)
+if f and alive((split(f))) then return {'from'} end
+if kind == 'B' then
+  local here = 0
+  if redis.call('HEXISTS', rnkey(app, room), me) == 1 then here = 1 end
+  return {'ok', here, to_room_nodes(app, room, me, prefix .. '*\n' .. body)}
+end
+local uids = {}
+for i = 11, #ARGV do uids[#uids + 1] = ARGV[i] end
+if #uids == 0 then return {'ok', {}, {}, {}, 0} end
+local vals = redis.call('HMGET', hk, unpack(uids))
+local here, missing, forwarded, per, order = {}, {}, {}, {}, {}
+for i, u in ipairs(uids) do
+  local n = vals[i] and (split(vals[i]))
+  if not n or not alive(n) then
+    missing[#missing + 1] = u
+  elseif n == me then
+    here[#here + 1] = u
+  else
+    if not per[n] then per[n] = {}; order[#order + 1] = n end
+    table.insert(per[n], u)
+  end
+end
+for _, n in ipairs(order) do
+  redis.call('PUBLISH', chan(n), prefix .. table.concat(per[n], ',') .. '\n' .. body)
+  for _, u in ipairs(per[n]) do forwarded[#forwarded + 1] = u end
+end
+return {'ok', here, missing, forwarded, #order}

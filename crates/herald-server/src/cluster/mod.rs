@@ -1,0 +1,1059 @@
+//! Cluster mode: many nodes, one system, on Redis.
+//!
+//! Every node keeps its own connections in its own [`Hub`]; Redis holds the directory (which node
+//! holds each login and each room member, versioned), the apps' cluster-wide rate windows, the
+//! nodes' heartbeats, and one pub/sub channel per node. An OpenAPI call is admitted and routed by
+//! one Lua script (`lua/route.lua`): the rate limit, the `From` rule, and one `PUBLISH` per node
+//! that holds recipients, with the body encoded once. Directory changes go through one FIFO queue
+//! per node (the [`Directory`] port and the claims of logins and joins), so Redis sees them in the
+//! order they happened here.
+//!
+//! Failure model: a node that stops heartbeating is given up for dead after `node_ttl_ms` and its
+//! entries are swept by the others. While Redis is unreachable, calls that need it fail at once
+//! ([`Unavailable`]); local clients stay, logins and joins are taken locally (version 0); when
+//! Redis is back the node re-registers everything it holds and purges what it no longer holds.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use herald_core::hub::{
+    Claim, Directory, Forward, Hub, Recipients, Registration, SendError, Summary,
+};
+use herald_core::rate::RetryAfter;
+use herald_core::relay;
+use herald_core::time::Timestamp;
+use herald_proto::client::user_leave_reason;
+use herald_proto::ids::{AppId, RoomId, UserId};
+use herald_proto::openapi::{SendRequest, Target};
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::clock::Clock;
+use crate::config::ClusterConfig;
+
+/// Redis cannot be reached (or did not answer in time): the call fails fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster's Redis is unreachable")]
+pub struct Unavailable;
+
+/// Why the cluster refused an OpenAPI message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// Refused by the cluster-wide rules (rate limit, `From`).
+    Refused(SendError),
+    /// Redis is unreachable.
+    Unavailable,
+}
+
+/// A cluster script: its source (with the shared prelude) and its SHA1.
+struct Script {
+    name: &'static str,
+    script: redis::Script,
+}
+
+impl Script {
+    fn new(name: &'static str, body: &str) -> Self {
+        let source = format!("{}\n{}", include_str!("lua/prelude.lua"), body);
+        Script {
+            name,
+            script: redis::Script::new(&source),
+        }
+    }
+}
+
+struct Scripts {
+    route: Script,
+    forward: Script,
+    claim: Script,
+    release: Script,
+    restore: Script,
+    heartbeat: Script,
+    lookup: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            route: Script::new("route", include_str!("lua/route.lua")),
+            forward: Script::new("forward", include_str!("lua/forward.lua")),
+            claim: Script::new("claim", include_str!("lua/claim.lua")),
+            release: Script::new("release", include_str!("lua/release.lua")),
+            restore: Script::new("restore", include_str!("lua/restore.lua")),
+            heartbeat: Script::new("heartbeat", include_str!("lua/heartbeat.lua")),
+            lookup: Script::new("lookup", include_str!("lua/lookup.lua")),
+        }
+    }
+
+    fn all(&self) -> [&Script; 7] {
+        [
+            &self.route,
+            &self.forward,
+            &self.claim,
+            &self.release,
+            &self.restore,
+            &self.heartbeat,
+            &self.lookup,
+        ]
+    }
+}
+
+/// Counters of the cluster layer, for `/metrics`.
+#[derive(Default)]
+pub struct ClusterStats {
+    /// Script calls sent to Redis.
+    pub commands: AtomicU64,
+    /// Calls that failed (connection lost, timeout, script error).
+    pub errors: AtomicU64,
+    /// Messages (deliveries and notices) published to other nodes by this node's calls.
+    pub published: AtomicU64,
+    /// Messages received from other nodes.
+    pub received: AtomicU64,
+    /// Times this node (re)connected to Redis and re-registered what it holds.
+    pub resyncs: AtomicU64,
+    /// Directory changes dropped because Redis was unreachable (repaired by the next resync).
+    pub directory_dropped: AtomicU64,
+    /// Entries of dead nodes this node swept.
+    pub swept: AtomicU64,
+}
+
+/// What a login or membership is, in the scripts' terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Login,
+    Member,
+}
+
+impl Kind {
+    fn arg(self) -> &'static str {
+        match self {
+            Kind::Login => "L",
+            Kind::Member => "M",
+        }
+    }
+}
+
+/// A directory change, in the order it happened on this node.
+enum Op {
+    Claim {
+        app: AppId,
+        kind: Kind,
+        room: String,
+        uid: UserId,
+        want_members: bool,
+        reply: oneshot::Sender<Result<(Claim, Vec<UserId>), Unavailable>>,
+    },
+    Release {
+        app: AppId,
+        kind: Kind,
+        room: String,
+        uid: UserId,
+        version: u64,
+        reason: i32,
+    },
+}
+
+/// The hub's [`Directory`] port: queues releases in order with the claims.
+pub struct DirectoryQueue {
+    tx: mpsc::Sender<Op>,
+    stats: Arc<ClusterStats>,
+}
+
+impl DirectoryQueue {
+    fn push(&self, op: Op) {
+        if self.tx.try_send(op).is_err() {
+            // Full (Redis far behind) or stopped: the next resync purges what is left over.
+            self.stats.directory_dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl Directory for DirectoryQueue {
+    fn login_ended(&self, app: &AppId, uid: &UserId, version: u64) {
+        if version != 0 {
+            self.push(Op::Release {
+                app: app.clone(),
+                kind: Kind::Login,
+                room: String::new(),
+                uid: uid.clone(),
+                version,
+                reason: 0,
+            });
+        }
+    }
+
+    fn membership_ended(
+        &self,
+        app: &AppId,
+        room: &RoomId,
+        uid: &UserId,
+        version: u64,
+        reason: i32,
+    ) {
+        if version != 0 {
+            self.push(Op::Release {
+                app: app.clone(),
+                kind: Kind::Member,
+                room: room.to_string(),
+                uid: uid.clone(),
+                version,
+                reason,
+            });
+        }
+    }
+}
+
+/// Directory changes that may wait for Redis, at most.
+const QUEUE: usize = 65_536;
+/// Directory changes sent to Redis in one pipeline, at most.
+const BATCH: usize = 256;
+/// Entries of a dead node swept per heartbeat, at most.
+const SWEEP_BATCH: usize = 1000;
+
+/// One node's membership of the cluster. See the module docs.
+pub struct Cluster {
+    node: String,
+    config: ClusterConfig,
+    client: redis::Client,
+    /// The command connection while Redis is reachable.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    up: AtomicBool,
+    /// Wakes the supervisor when a call saw the connection fail.
+    fault: Notify,
+    scripts: Scripts,
+    stats: Arc<ClusterStats>,
+    rate_seq: AtomicU64,
+    ops: Mutex<Option<mpsc::Receiver<Op>>>,
+    queue: mpsc::Sender<Op>,
+}
+
+impl Cluster {
+    /// A cluster member for `config` and the [`Directory`] its hub reports to. Nothing connects
+    /// until [`Cluster::run`].
+    pub fn new(config: &ClusterConfig) -> Result<(Arc<Cluster>, Arc<DirectoryQueue>), String> {
+        let client = redis::Client::open(config.redis.as_str()).map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(ClusterStats::default());
+        let node = config.node_id.clone().unwrap_or_else(|| {
+            let tag: u64 = rand::random();
+            format!("node-{tag:016x}")
+        });
+        let cluster = Arc::new(Cluster {
+            node,
+            config: config.clone(),
+            client,
+            conn: Mutex::new(None),
+            up: AtomicBool::new(false),
+            fault: Notify::new(),
+            scripts: Scripts::new(),
+            stats: stats.clone(),
+            rate_seq: AtomicU64::new(0),
+            ops: Mutex::new(Some(rx)),
+            queue: tx.clone(),
+        });
+        Ok((cluster, Arc::new(DirectoryQueue { tx, stats })))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether Redis is reachable now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    /// Runs the node's cluster tasks until `stop`: the supervisor (connect, subscribe,
+    /// re-register, heartbeat, apply what other nodes send; reconnect with backoff) and the
+    /// directory writer.
+    pub async fn run(
+        self: Arc<Self>,
+        hub: Arc<Hub>,
+        clock: Arc<dyn Clock>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let rx = self.ops.lock().take();
+        let writer = rx.map(|rx| tokio::spawn(self.clone().write_loop(rx)));
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let session = self.clone().session(hub.clone(), clock.clone());
+            tokio::select! {
+                r = session => {
+                    if let Err(e) = r {
+                        tracing::warn!(node = %self.node, error = %e, "cluster: Redis connection lost");
+                    }
+                }
+                () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            }
+            self.set_down();
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            tokio::select! {
+                () = tokio::time::sleep(backoff + jitter) => {}
+                () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        self.set_down();
+        if let Some(w) = writer {
+            w.abort();
+        }
+    }
+
+    fn set_down(&self) {
+        self.up.store(false, Relaxed);
+        *self.conn.lock() = None;
+    }
+
+    /// The command connection, if Redis is up.
+    fn connection(&self) -> Result<MultiplexedConnection, Unavailable> {
+        if !self.is_up() {
+            return Err(Unavailable);
+        }
+        self.conn.lock().clone().ok_or(Unavailable)
+    }
+
+    /// Runs a script; a failure marks the connection faulty (the supervisor reconnects).
+    async fn call(
+        &self,
+        conn: &mut MultiplexedConnection,
+        script: &Script,
+        args: &[&[u8]],
+    ) -> Result<Value, Unavailable> {
+        let mut inv = script.script.prepare_invoke();
+        for a in args {
+            inv.arg(*a);
+        }
+        self.stats.commands.fetch_add(1, Relaxed);
+        match inv.invoke_async::<Value>(conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Relaxed);
+                tracing::warn!(node = %self.node, script = script.name, error = %e, "cluster: script failed");
+                self.fault.notify_one();
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// One connection's life: returns when it fails.
+    async fn session(self: Arc<Self>, hub: Arc<Hub>, clock: Arc<dyn Clock>) -> Result<(), String> {
+        let timeout = Duration::from_millis(self.config.command_timeout_ms);
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        for s in self.scripts.all() {
+            s.script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "pubsub connection timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        pubsub
+            .subscribe(format!("herald:n:{}", self.node))
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.conn.lock() = Some(conn.clone());
+        self.up.store(true, Relaxed);
+        self.heartbeat(&mut conn).await?;
+        self.resync(&mut conn, &hub).await?;
+        tracing::info!(node = %self.node, "cluster: connected to Redis, registrations in sync");
+        let mut messages = pubsub.on_message();
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.node_ttl_ms / 3));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                m = messages.next() => {
+                    let Some(m) = m else {
+                        return Err("pubsub connection closed".into());
+                    };
+                    self.stats.received.fetch_add(1, Relaxed);
+                    let data = Bytes::copy_from_slice(m.get_payload_bytes());
+                    match relay::decode(&data) {
+                        Ok(msg) => {
+                            hub.apply(&msg, clock.now());
+                        }
+                        Err(e) => tracing::warn!(node = %self.node, error = %e, "cluster: dropped a message"),
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.heartbeat(&mut conn).await? {
+                        tracing::warn!(node = %self.node, "cluster: this node had been given up for dead; re-registering");
+                        self.resync(&mut conn, &hub).await?;
+                    }
+                }
+                () = self.fault.notified() => return Err("a call failed".into()),
+            }
+        }
+    }
+
+    /// Renews this node's heartbeat and sweeps a dead node's entries. Returns whether this node
+    /// had been given up for dead.
+    async fn heartbeat(&self, conn: &mut MultiplexedConnection) -> Result<bool, String> {
+        let ttl = self.config.node_ttl_ms.to_string();
+        let batch = SWEEP_BATCH.to_string();
+        let dropped = user_leave_reason::DROPPED.to_string();
+        let v = self
+            .call(
+                conn,
+                &self.scripts.heartbeat,
+                &[
+                    self.node.as_bytes(),
+                    ttl.as_bytes(),
+                    batch.as_bytes(),
+                    dropped.as_bytes(),
+                ],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let items = array(v);
+        let was_dead = items.first().and_then(int).unwrap_or(0) == 1;
+        let swept = items.len().saturating_sub(1) as u64;
+        if swept > 0 {
+            self.stats.swept.fetch_add(swept, Relaxed);
+            tracing::info!(node = %self.node, swept, "cluster: swept a dead node's registrations");
+        }
+        Ok(was_dead)
+    }
+
+    /// Makes Redis agree with what this node holds: re-registers every login and membership
+    /// (keeping what is still this node's, yielding what another live node took meanwhile), then
+    /// forgets what this node registered before and no longer holds.
+    async fn resync(&self, conn: &mut MultiplexedConnection, hub: &Hub) -> Result<(), String> {
+        self.stats.resyncs.fetch_add(1, Relaxed);
+        let below: u64 = redis::cmd("GET")
+            .arg("herald:seq")
+            .query_async::<Option<u64>>(conn)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0)
+            + 1;
+        for reg in hub.registrations() {
+            let (app, kind, room, uid) = reg_parts(&reg);
+            let v = self
+                .call(
+                    conn,
+                    &self.scripts.restore,
+                    &[
+                        app.as_bytes(),
+                        self.node.as_bytes(),
+                        kind.arg().as_bytes(),
+                        room.as_bytes(),
+                        uid.as_bytes(),
+                    ],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            match int(&v) {
+                Some(-1) => hub.lost(&reg),
+                Some(v) if v > 0 => {
+                    if !hub.reregistered(&reg, v as u64) {
+                        // Ended while we were registering it: forget it again.
+                        self.release(conn, app, kind, room, uid, &v.to_string(), 0, below)
+                            .await?;
+                    }
+                }
+                _ => return Err("unexpected answer to restore".into()),
+            }
+        }
+        let key = format!("herald:idx:{}", self.node);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, entries): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            for e in entries {
+                let Some(reg) = parse_entry(&e) else { continue };
+                if !hub.holds(&reg) {
+                    let (app, kind, room, uid) = reg_parts(&reg);
+                    self.release(conn, app, kind, room, uid, "*", 0, below)
+                        .await?;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn release(
+        &self,
+        conn: &mut MultiplexedConnection,
+        app: &str,
+        kind: Kind,
+        room: &str,
+        uid: &str,
+        version: &str,
+        reason: i32,
+        below: u64,
+    ) -> Result<(), String> {
+        let reason = reason.to_string();
+        let below = below.to_string();
+        self.call(
+            conn,
+            &self.scripts.release,
+            &[
+                app.as_bytes(),
+                self.node.as_bytes(),
+                kind.arg().as_bytes(),
+                room.as_bytes(),
+                uid.as_bytes(),
+                version.as_bytes(),
+                reason.as_bytes(),
+                below.as_bytes(),
+            ],
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    /// Sends the directory changes in order, a pipeline at a time. While Redis is unreachable they
+    /// fail at once (claims answer [`Unavailable`]; releases are dropped and repaired by the
+    /// next resync).
+    async fn write_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            let Ok(mut conn) = self.connection() else {
+                for op in batch.drain(..) {
+                    if let Op::Claim { reply, .. } = op {
+                        let _ = reply.send(Err(Unavailable));
+                    } else {
+                        self.stats.directory_dropped.fetch_add(1, Relaxed);
+                    }
+                }
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for op in &batch {
+                let cmd = match op {
+                    Op::Claim {
+                        app,
+                        kind,
+                        room,
+                        uid,
+                        want_members,
+                        ..
+                    } => evalsha(&self.scripts.claim)
+                        .arg(app.as_str())
+                        .arg(self.node.as_str())
+                        .arg(kind.arg())
+                        .arg(room.as_str())
+                        .arg(uid.as_str())
+                        .arg(if *want_members { "1" } else { "0" })
+                        .to_owned(),
+                    Op::Release {
+                        app,
+                        kind,
+                        room,
+                        uid,
+                        version,
+                        reason,
+                    } => evalsha(&self.scripts.release)
+                        .arg(app.as_str())
+                        .arg(self.node.as_str())
+                        .arg(kind.arg())
+                        .arg(room.as_str())
+                        .arg(uid.as_str())
+                        .arg(version.to_string())
+                        .arg(reason.to_string())
+                        .arg("0")
+                        .to_owned(),
+                };
+                pipe.add_command(cmd);
+            }
+            self.stats.commands.fetch_add(batch.len() as u64, Relaxed);
+            let answers: Result<Vec<Value>, _> = pipe.query_async(&mut conn).await;
+            let answers = match answers {
+                Ok(a) if a.len() == batch.len() => Some(a),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(node = %self.node, error = %e, "cluster: directory update failed");
+                    None
+                }
+            };
+            if answers.is_none() {
+                self.stats.errors.fetch_add(1, Relaxed);
+                self.fault.notify_one();
+            }
+            let mut answers = answers.map(Vec::into_iter);
+            for op in batch.drain(..) {
+                let answer = answers.as_mut().and_then(Iterator::next);
+                if let Op::Claim { reply, .. } = op {
+                    let _ = reply.send(answer.and_then(parse_claim).ok_or(Unavailable));
+                }
+            }
+        }
+    }
+
+    /// Registers a login or membership before the hub commits it. Unavailable: the hub commits
+    /// it as a single node would (version 0); the next resync registers it.
+    async fn claim(
+        &self,
+        app: &AppId,
+        kind: Kind,
+        room: &str,
+        uid: &UserId,
+        want_members: bool,
+    ) -> (Claim, Vec<UserId>) {
+        if !self.is_up() {
+            return (Claim::default(), Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Claim {
+            app: app.clone(),
+            kind,
+            room: room.to_owned(),
+            uid: uid.clone(),
+            want_members,
+            reply,
+        };
+        if self.queue.try_send(op).is_err() {
+            return (Claim::default(), Vec::new());
+        }
+        answer.await.ok().and_then(Result::ok).unwrap_or_default()
+    }
+
+    /// A login, cluster-wide: see [`Hub::prepare_login`] and [`Hub::commit_login`].
+    pub async fn login(
+        &self,
+        hub: &Hub,
+        app: &str,
+        session: u64,
+        uid: &str,
+        token: &str,
+        now: Timestamp,
+    ) -> i32 {
+        let checked = hub.prepare_login(app, session, uid, token, now);
+        let claim = match (&checked, AppId::new(app)) {
+            (Ok(user), Ok(app_id)) => self.claim(&app_id, Kind::Login, "", user, false).await.0,
+            _ => Claim::default(),
+        };
+        hub.commit_login(app, session, uid, checked, claim, now)
+    }
+
+    /// A join, cluster-wide: see [`Hub::prepare_join`] and [`Hub::commit_join`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn join(
+        &self,
+        hub: &Hub,
+        app: &str,
+        session: u64,
+        room: &str,
+        uid: &str,
+        token: &str,
+        presence: bool,
+        now: Timestamp,
+    ) -> i32 {
+        let checked = hub.prepare_join(app, session, room, uid, token, now);
+        let (claim, elsewhere) = match (&checked, AppId::new(app)) {
+            (Ok(t), Ok(app_id)) => {
+                self.claim(&app_id, Kind::Member, t.room.as_str(), &t.uid, presence)
+                    .await
+            }
+            _ => (Claim::default(), Vec::new()),
+        };
+        hub.commit_join(app, session, room, uid, checked, claim, &elsewhere, now)
+    }
+
+    /// Admits an OpenAPI message cluster-wide (the app's rate limit over all nodes, the `From`
+    /// rule over all nodes), forwards it to the other nodes that hold recipients (one message per
+    /// node), and delivers to the recipients held here.
+    pub async fn send(
+        &self,
+        hub: &Hub,
+        req: &SendRequest,
+        qps_limit: u32,
+        now: Timestamp,
+    ) -> Result<Summary, RouteError> {
+        let mut conn = self.connection().map_err(|_| RouteError::Unavailable)?;
+        let delivery = herald_core::hub::delivery_of(req);
+        let (kind, room, uids): (&str, Option<&RoomId>, &[UserId]) = match &req.target {
+            Target::User(u) => ("U", None, std::slice::from_ref(u)),
+            Target::RoomUsers(r, u) => ("R", Some(r), u),
+            Target::Room(r) => ("B", Some(r), &[]),
+        };
+        let room_s = room.map(RoomId::as_str).unwrap_or("");
+        let prefix = relay::deliver_prefix(req.app_id.as_str(), &delivery, now, room_s, "");
+        let now_s = now.micros().to_string();
+        let limit = qps_limit.to_string();
+        let member = format!(
+            "{}:{}:{}",
+            now.micros(),
+            self.node,
+            self.rate_seq.fetch_add(1, Relaxed)
+        );
+        let mut args: Vec<&[u8]> = vec![
+            req.app_id.as_str().as_bytes(),
+            self.node.as_bytes(),
+            now_s.as_bytes(),
+            limit.as_bytes(),
+            member.as_bytes(),
+            kind.as_bytes(),
+            req.from.as_str().as_bytes(),
+            room_s.as_bytes(),
+            &prefix,
+            delivery.body(),
+        ];
+        args.extend(uids.iter().map(|u| u.as_str().as_bytes()));
+        let v = self
+            .call(&mut conn, &self.scripts.route, &args)
+            .await
+            .map_err(|_| RouteError::Unavailable)?;
+        let items = array(v);
+        match items.first().and_then(text).as_deref() {
+            Some("rate") => {
+                let us = items
+                    .get(1)
+                    .and_then(text)
+                    .and_then(|s| s.parse::<f64>().ok());
+                let us = us.unwrap_or(1_000_000.0).max(1.0) as u64;
+                Err(RouteError::Refused(SendError::RateLimited(RetryAfter(us))))
+            }
+            Some("from") => Err(RouteError::Refused(SendError::FromIsOnlineUser)),
+            Some("ok") if kind == "B" => {
+                let forwarded = items.get(2).and_then(int).unwrap_or(0);
+                self.stats.published.fetch_add(forwarded as u64, Relaxed);
+                let mut summary = Summary::default();
+                if let Some(r) = room {
+                    summary = hub.deliver(
+                        req.app_id.as_str(),
+                        &delivery,
+                        Recipients::Room(r, None),
+                        now,
+                        |_, _| {},
+                    );
+                }
+                Ok(summary)
+            }
+            Some("ok") => {
+                let list = |i: usize| -> Vec<UserId> {
+                    items
+                        .get(i)
+                        .cloned()
+                        .map(array)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(text)
+                        .filter_map(|u| UserId::new(&u).ok())
+                        .collect()
+                };
+                let (here, missing, forwarded) = (list(1), list(2), list(3));
+                let to = match room {
+                    Some(r) => Recipients::Members(r, &here),
+                    None => Recipients::Logins(&here),
+                };
+                let mut summary = hub.deliver(req.app_id.as_str(), &delivery, to, now, |_, _| {});
+                let gone = match room {
+                    Some(_) => herald_core::hub::Outcome::NotInRoom,
+                    None => herald_core::hub::Outcome::NotOnline,
+                };
+                for _ in &missing {
+                    summary.add(gone);
+                }
+                for _ in &forwarded {
+                    summary.add(herald_core::hub::Outcome::Forwarded);
+                }
+                let nodes = items.get(4).and_then(int).unwrap_or(0);
+                self.stats.published.fetch_add(nodes as u64, Relaxed);
+                Ok(summary)
+            }
+            _ => Err(RouteError::Unavailable),
+        }
+    }
+
+    /// Routes a client's message whose recipient is not held here. Returns whether it reached a
+    /// node that holds the recipient (a room broadcast: always, once handed to Redis).
+    pub async fn forward(
+        &self,
+        app: &str,
+        f: &Forward,
+        now: Timestamp,
+    ) -> Result<bool, Unavailable> {
+        let mut conn = self.connection()?;
+        let room = f.room.as_ref().map(RoomId::as_str).unwrap_or("");
+        let (kind, except) = match (&f.to, &f.room) {
+            (None, _) => ("B", f.from.as_str()),
+            (Some(_), Some(_)) => ("R", ""),
+            (Some(_), None) => ("U", ""),
+        };
+        let to = f.to.as_ref().map(UserId::as_str).unwrap_or("");
+        let prefix = relay::deliver_prefix(app, &f.delivery, now, room, except);
+        let v = self
+            .call(
+                &mut conn,
+                &self.scripts.forward,
+                &[
+                    app.as_bytes(),
+                    self.node.as_bytes(),
+                    kind.as_bytes(),
+                    room.as_bytes(),
+                    to.as_bytes(),
+                    &prefix,
+                    f.delivery.body(),
+                ],
+            )
+            .await?;
+        let reached = int(&v) == Some(1);
+        if reached {
+            self.stats.published.fetch_add(1, Relaxed);
+        }
+        Ok(reached)
+    }
+
+    /// Whether `uid` is logged in on any live node.
+    pub async fn online(&self, app: &str, uid: &str) -> Result<bool, Unavailable> {
+        let mut conn = self.connection()?;
+        let v = self
+            .call(
+                &mut conn,
+                &self.scripts.lookup,
+                &[b"online", app.as_bytes(), uid.as_bytes()],
+            )
+            .await?;
+        Ok(int(&v) == Some(1))
+    }
+
+    /// The members of `room` on live nodes, sorted; `None` if it has none.
+    pub async fn room_users(
+        &self,
+        app: &str,
+        room: &RoomId,
+    ) -> Result<Option<Vec<UserId>>, Unavailable> {
+        let mut conn = self.connection()?;
+        let v = self
+            .call(
+                &mut conn,
+                &self.scripts.lookup,
+                &[b"room", app.as_bytes(), room.as_str().as_bytes()],
+            )
+            .await?;
+        let mut users: Vec<UserId> = array(v)
+            .iter()
+            .filter_map(text)
+            .filter_map(|u| UserId::new(&u).ok())
+            .collect();
+        users.sort();
+        users.dedup();
+        Ok((!users.is_empty()).then_some(users))
+    }
+
+    /// `KickUser`, wherever the member is: here it is kicked at once, on another node that node
+    /// is told to.
+    pub async fn kick(
+        &self,
+        hub: &Hub,
+        app: &str,
+        room: &RoomId,
+        uid: &UserId,
+        now: Timestamp,
+    ) -> Result<(), Unavailable> {
+        if hub.kick(app, room, uid, now) {
+            return Ok(());
+        }
+        let mut conn = self.connection()?;
+        let v = self
+            .call(
+                &mut conn,
+                &self.scripts.lookup,
+                &[
+                    b"kick",
+                    app.as_bytes(),
+                    room.as_str().as_bytes(),
+                    self.node.as_bytes(),
+                    uid.as_str().as_bytes(),
+                ],
+            )
+            .await?;
+        if text(&v).is_some_and(|s| s != "here" && s != "gone") {
+            self.stats.published.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Every node's liveness and this node's view, for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = &self.stats;
+        let _ = write!(
+            out,
+            "# HELP herald_cluster_redis_up Whether this node reaches the cluster's Redis.\n\
+             # TYPE herald_cluster_redis_up gauge\n\
+             herald_cluster_redis_up {}\n\
+             # HELP herald_cluster_redis_commands_total Script calls sent to Redis.\n\
+             # TYPE herald_cluster_redis_commands_total counter\n\
+             herald_cluster_redis_commands_total {}\n\
+             # HELP herald_cluster_redis_errors_total Redis calls that failed or timed out.\n\
+             # TYPE herald_cluster_redis_errors_total counter\n\
+             herald_cluster_redis_errors_total {}\n\
+             # HELP herald_cluster_published_total Messages this node's calls sent to other nodes.\n\
+             # TYPE herald_cluster_published_total counter\n\
+             herald_cluster_published_total {}\n\
+             # HELP herald_cluster_received_total Messages received from other nodes.\n\
+             # TYPE herald_cluster_received_total counter\n\
+             herald_cluster_received_total {}\n\
+             # HELP herald_cluster_resyncs_total Times this node re-registered what it holds.\n\
+             # TYPE herald_cluster_resyncs_total counter\n\
+             herald_cluster_resyncs_total {}\n\
+             # HELP herald_cluster_directory_dropped_total Directory changes dropped while Redis was unreachable.\n\
+             # TYPE herald_cluster_directory_dropped_total counter\n\
+             herald_cluster_directory_dropped_total {}\n\
+             # HELP herald_cluster_swept_total Registrations of dead nodes this node swept.\n\
+             # TYPE herald_cluster_swept_total counter\n\
+             herald_cluster_swept_total {}\n",
+            u8::from(self.is_up()),
+            s.commands.load(Relaxed),
+            s.errors.load(Relaxed),
+            s.published.load(Relaxed),
+            s.received.load(Relaxed),
+            s.resyncs.load(Relaxed),
+            s.directory_dropped.load(Relaxed),
+            s.swept.load(Relaxed),
+        );
+    }
+}
+
+/// `EVALSHA <sha> 0`, to which the script's arguments are added (the scripts are loaded at
+/// every connect, so a pipeline can call them by hash).
+fn evalsha(script: &Script) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.script.get_hash()).arg(0);
+    cmd
+}
+
+fn reg_parts(reg: &Registration) -> (&str, Kind, &str, &str) {
+    match reg {
+        Registration::Login { app, uid, .. } => (app.as_str(), Kind::Login, "", uid.as_str()),
+        Registration::Member { app, room, uid, .. } => {
+            (app.as_str(), Kind::Member, room.as_str(), uid.as_str())
+        }
+    }
+}
+
+/// An index entry (`L\t<app>\t<uid>` or `M\t<app>\t<room>\t<uid>`) as a registration.
+fn parse_entry(e: &str) -> Option<Registration> {
+    let f: Vec<&str> = e.split('\t').collect();
+    match f.as_slice() {
+        ["L", app, uid] => Some(Registration::Login {
+            app: AppId::new(app).ok()?,
+            uid: UserId::new(uid).ok()?,
+            version: 0,
+        }),
+        ["M", app, room, uid] => Some(Registration::Member {
+            app: AppId::new(app).ok()?,
+            room: RoomId::new(room).ok()?,
+            uid: UserId::new(uid).ok()?,
+            version: 0,
+        }),
+        _ => None,
+    }
+}
+
+fn parse_claim(v: Value) -> Option<(Claim, Vec<UserId>)> {
+    let items = array(v);
+    let version = u64::try_from(int(items.first()?)?).ok()?;
+    let took_over = int(items.get(1)?)? == 1;
+    let members = items
+        .get(2)
+        .cloned()
+        .map(array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(text)
+        .filter_map(|u| UserId::new(&u).ok())
+        .collect();
+    Some((Claim { version, took_over }, members))
+}
+
+fn array(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_entries_parse_back_into_registrations() {
+        let app = "a".repeat(24);
+        assert_eq!(
+            parse_entry(&format!("L\t{app}\tu1")),
+            Some(Registration::Login {
+                app: AppId::new(&app).unwrap(),
+                uid: UserId::new("u1").unwrap(),
+                version: 0
+            })
+        );
+        assert!(matches!(
+            parse_entry(&format!("M\t{app}\troom-1\tu.2")),
+            Some(Registration::Member { .. })
+        ));
+        assert_eq!(parse_entry("X\ta\tb"), None);
+        assert_eq!(parse_entry(&format!("L\t{app}\tbad uid")), None);
+    }
+
+    #[test]
+    fn claims_parse_from_script_answers() {
+        let v = Value::Array(vec![
+            Value::Int(7),
+            Value::Int(1),
+            Value::Array(vec![Value::BulkString(b"u2".to_vec())]),
+        ]);
+        let (claim, members) = parse_claim(v).unwrap();
+        assert_eq!(
+            claim,
+            Claim {
+                version: 7,
+                took_over: true
+            }
+        );
+        assert_eq!(members, vec![UserId::new("u2").unwrap()]);
+        assert_eq!(parse_claim(Value::Nil), None);
+    }
+}

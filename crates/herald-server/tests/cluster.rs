@@ -1,0 +1,524 @@
+//! Issue 4: three nodes on a real `redis-server`, clients on different nodes.
+//!
+//! Each test starts its own Redis on a free port. Without `redis-server` on the PATH the tests
+//! say so and pass, unless `HERALD_REQUIRE_REDIS=1` (CI), which makes that a failure.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::SinkExt;
+use herald_proto::client::{user_leave_reason, SendFrame, SendOp};
+use herald_server::config::Config;
+use herald_server::Server;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A `redis-server` of the test's own, on a free port, without persistence.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var("HERALD_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "HERALD_REQUIRE_REDIS=1 but redis-server is not on the PATH"
+            );
+            eprintln!("SKIPPED: redis-server is not on the PATH (apt-get install redis-server)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis { port, child: None };
+        r.restart();
+        Some(r)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node_config(redis: &Redis, node: &str, presence: bool) -> Config {
+    let c = config(&format!(
+        "[cluster]\nredis = \"{}\"\nnode_id = \"{node}\"\nnode_ttl_ms = 2000\ncommand_timeout_ms = 500\n",
+        redis.url()
+    ));
+    if presence {
+        c
+    } else {
+        quiet(c)
+    }
+}
+
+/// Waits until `/metrics` says the node reaches Redis.
+async fn wait_up(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(addr, "herald_cluster_redis_up").await != 1.0 {
+        assert!(Instant::now() < deadline, "node {addr} never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn nodes(
+    redis: &Redis,
+    presence: bool,
+    clock: Option<&std::sync::Arc<herald_server::clock::ManualClock>>,
+) -> Vec<Server> {
+    let mut out = Vec::new();
+    for n in ["n1", "n2", "n3"] {
+        let cfg = node_config(redis, n, presence);
+        let s = match clock {
+            Some(c) => start_with_clock(cfg, c.clone()).await,
+            None => start(cfg).await,
+        };
+        wait_up(s.local_addr()).await;
+        out.push(s);
+    }
+    out
+}
+
+/// A signed OpenAPI call; messaging bodies get `"Binary": false`.
+async fn api(addr: SocketAddr, action: &str, mut body: serde_json::Value, now: i64) -> Reply {
+    let mut c = Call::new(action, json!(null), now);
+    if action == "KickUser" {
+        c.query = vec![("Action", "KickUser"), ("Version", "2020-12-01")];
+    } else {
+        body["Binary"] = json!(false);
+    }
+    c.body = serde_json::to_vec(&body).unwrap();
+    c.send(addr).await
+}
+
+async fn ok(addr: SocketAddr, action: &str, body: serde_json::Value, now: i64) {
+    let r = api(addr, action, body, now).await;
+    assert_eq!(r.status, 200, "{action}: {:?}", r.body);
+}
+
+async fn text_message(ws: &mut Ws) -> String {
+    String::from_utf8(message(ws).await.payload.to_vec()).unwrap()
+}
+
+/// A login or join registers before it is answered, so by the time a client has its answer every
+/// node can route to it.
+#[tokio::test]
+async fn every_action_reaches_recipients_on_other_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let n = nodes(&redis, false, None).await;
+    let (a1, a2, a3) = (n[0].local_addr(), n[1].local_addr(), n[2].local_addr());
+    let now = system_now();
+    let mut alice = login(a1, "alice", now).await;
+    let mut bob = ws(a2, APP).await;
+    join(&mut bob, "r", "bob", now).await;
+    let mut carol = ws(a3, APP).await;
+    join(&mut carol, "r", "carol", now).await;
+    let mut dave = ws(a1, APP).await;
+    join(&mut dave, "r", "dave", now).await;
+
+    // SendUnicast on n2 to a login on n1.
+    ok(
+        a2,
+        "SendUnicast",
+        json!({"AppId":APP,"From":"srv","To":"alice","Message":"hi alice"}),
+        now,
+    )
+    .await;
+    assert_eq!(text_message(&mut alice).await, "hi alice");
+
+    // SendRoomUnicast on n1 to a member on n3.
+    ok(
+        a1,
+        "SendRoomUnicast",
+        json!({"AppId":APP,"From":"srv","RoomId":"r","To":"carol","Message":"hi carol"}),
+        now,
+    )
+    .await;
+    assert_eq!(text_message(&mut carol).await, "hi carol");
+
+    // BatchSendRoomUnicast on n3: carol is local, bob on n2, dave on n1, zed nowhere. One
+    // message per other node that holds recipients: two.
+    let before = metric(a3, "herald_cluster_published_total").await;
+    ok(a3, "BatchSendRoomUnicast", json!({"AppId":APP,"From":"srv","RoomId":"r","To":["bob","carol","dave","zed"],"Message":"batch"}), now).await;
+    for ws in [&mut bob, &mut carol, &mut dave] {
+        assert_eq!(text_message(ws).await, "batch");
+    }
+    assert_eq!(
+        metric(a3, "herald_cluster_published_total").await - before,
+        2.0
+    );
+
+    // SendBroadcast on n2 reaches the room on every node.
+    ok(
+        a2,
+        "SendBroadcast",
+        json!({"AppId":APP,"From":"srv","RoomId":"r","Message":"all"}),
+        now,
+    )
+    .await;
+    for ws in [&mut bob, &mut carol, &mut dave] {
+        assert_eq!(text_message(ws).await, "all");
+    }
+
+    // GetRoomOnlineUsers on any node sees every node's members.
+    let mut c = Call::new("GetRoomOnlineUsers", json!(null), now);
+    c.method = "GET";
+    c.body = Vec::new();
+    c.query = vec![
+        ("Action", "GetRoomOnlineUsers"),
+        ("Version", "2023-11-01"),
+        ("AppId", APP),
+        ("RoomId", "r"),
+    ];
+    let r = c.send(a1).await;
+    assert_eq!(
+        r.body["Result"]["VisibleUserList"],
+        json!(["bob", "carol", "dave"])
+    );
+
+    // getPeerOnlineStatus from n2 about a login on n1.
+    send_call(
+        &mut bob,
+        json!({"call":"getPeerOnlineStatus","peerUserId":"alice"}),
+    )
+    .await;
+    assert_eq!(
+        event(&mut bob).await,
+        json!({"event":"onGetPeerOnlineStatus","peerUserId":"alice","status":1})
+    );
+
+    // Client sends: bob (n2) to alice's login (n1), and to carol in the room (n3).
+    send_call(
+        &mut bob,
+        json!({"call":"login","token":token("", "bob", now),"uid":"bob"}),
+    )
+    .await;
+    assert_eq!(event(&mut bob).await["errorCode"], 0);
+    let frame = |op, msgid, to: &str, room: &str, text: &str| SendFrame {
+        op,
+        msgid,
+        to: to.into(),
+        room_id: room.into(),
+        binary: false,
+        payload: bytes::Bytes::copy_from_slice(text.as_bytes()),
+    };
+    let f = frame(SendOp::UserOutsideRoom, 1, "alice", "", "from bob");
+    bob.send(Message::Binary(f.encode())).await.unwrap();
+    assert_eq!(event(&mut bob).await["error"], 0);
+    let m = message(&mut alice).await;
+    assert_eq!((m.uid.as_str(), &m.payload[..]), ("bob", &b"from bob"[..]));
+    let f = frame(SendOp::UserInRoom, 2, "carol", "r", "psst");
+    bob.send(Message::Binary(f.encode())).await.unwrap();
+    assert_eq!(event(&mut bob).await["error"], 0);
+    assert_eq!(text_message(&mut carol).await, "psst");
+    let f = frame(SendOp::UserOutsideRoom, 3, "nobody", "", "x");
+    bob.send(Message::Binary(f.encode())).await.unwrap();
+    assert_eq!(event(&mut bob).await["error"], 3, "NO_RECEIVER");
+    // A client's room broadcast reaches the other nodes' members, not the sender.
+    let f = frame(SendOp::Room, 4, "", "r", "to the room");
+    bob.send(Message::Binary(f.encode())).await.unwrap();
+    assert_eq!(event(&mut bob).await["error"], 200);
+    assert_eq!(text_message(&mut carol).await, "to the room");
+    assert_eq!(text_message(&mut dave).await, "to the room");
+
+    // KickUser on n1 for a member on n3.
+    ok(
+        a1,
+        "KickUser",
+        json!({"AppId":APP,"RoomId":"r","UserId":"carol"}),
+        now,
+    )
+    .await;
+    let e = event(&mut carol).await;
+    assert_eq!(
+        (e["event"].as_str(), e["state"].as_i64()),
+        (Some("onRoomStateChanged"), Some(-1006)),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn presence_crosses_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let n = nodes(&redis, true, None).await;
+    let now = system_now();
+    let mut bob = ws(n[1].local_addr(), APP).await;
+    join(&mut bob, "r", "bob", now).await;
+    let mut carol = ws(n[2].local_addr(), APP).await;
+    join(&mut carol, "r", "carol", now).await;
+    // The joiner hears of the member on another node; that member hears of the joiner.
+    assert_eq!(
+        event(&mut carol).await,
+        json!({"event":"onUserJoined","roomId":"r","uid":"bob"})
+    );
+    assert_eq!(
+        event(&mut bob).await,
+        json!({"event":"onUserJoined","roomId":"r","uid":"carol"})
+    );
+    send_call(&mut carol, json!({"call":"leaveRoom","roomId":"r"})).await;
+    assert_eq!(event(&mut carol).await["event"], "onLeaveRoom");
+    assert_eq!(
+        event(&mut bob).await,
+        json!({"event":"onUserLeave","roomId":"r","uid":"carol","reason":user_leave_reason::QUIT})
+    );
+    // A kick on another node: the others see KICKED_BY_ADMIN.
+    let mut dave = ws(n[0].local_addr(), APP).await;
+    join(&mut dave, "r", "dave", now).await;
+    assert_eq!(event(&mut dave).await["uid"], "bob");
+    assert_eq!(event(&mut bob).await["uid"], "dave");
+    ok(
+        n[2].local_addr(),
+        "KickUser",
+        json!({"AppId":APP,"RoomId":"r","UserId":"dave"}),
+        now,
+    )
+    .await;
+    assert_eq!(event(&mut dave).await["state"], -1006);
+    assert_eq!(
+        event(&mut bob).await,
+        json!({"event":"onUserLeave","roomId":"r","uid":"dave","reason":user_leave_reason::KICKED_BY_ADMIN})
+    );
+}
+
+/// 500 calls per second for the app, counted over every node: with time stopped, exactly 500
+/// calls spread over three nodes pass and the rest are refused with Retry-After.
+#[tokio::test]
+async fn the_rate_limit_holds_for_the_cluster() {
+    let Some(redis) = Redis::start() else { return };
+    let clock = manual_clock();
+    let n = nodes(&redis, false, Some(&clock)).await;
+    let now = clock_now(&clock);
+    let mut passed = 0;
+    let mut refused = 0;
+    for i in 0..600 {
+        let addr = n[i % 3].local_addr();
+        let r = api(
+            addr,
+            "SendUnicast",
+            json!({"AppId":APP,"From":"srv","To":"nobody","Message":"m"}),
+            now,
+        )
+        .await;
+        match r.status {
+            200 => passed += 1,
+            429 => {
+                assert_eq!(r.code(), "FlowLimitExceeded.QPSOverLimit");
+                assert!(r.header("retry-after").is_some());
+                refused += 1;
+            }
+            s => panic!("unexpected {s}: {:?}", r.body),
+        }
+    }
+    assert_eq!((passed, refused), (500, 100));
+    clock.advance_micros(1_000_000);
+    let r = api(
+        n[1].local_addr(),
+        "SendUnicast",
+        json!({"AppId":APP,"From":"srv","To":"nobody","Message":"m"}),
+        now + 1,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+fn clock_now(clock: &herald_server::clock::ManualClock) -> i64 {
+    use herald_server::clock::Clock;
+    clock.now().secs() as i64
+}
+
+#[tokio::test]
+async fn a_duplicate_login_on_another_node_ends_the_older_session() {
+    let Some(redis) = Redis::start() else { return };
+    let n = nodes(&redis, true, None).await;
+    let now = system_now();
+    let mut old = login(n[0].local_addr(), "alice", now).await;
+    let mut new = login(n[1].local_addr(), "alice", now).await;
+    assert_eq!(
+        event(&mut old).await,
+        json!({"event":"onLogout","reason":1})
+    );
+    ok(
+        n[2].local_addr(),
+        "SendUnicast",
+        json!({"AppId":APP,"From":"srv","To":"alice","Message":"where"}),
+        now,
+    )
+    .await;
+    assert_eq!(text_message(&mut new).await, "where");
+
+    // The same in a room: the older membership is told DUPLICATE_LOGIN; nobody sees a leave.
+    let mut watcher = ws(n[2].local_addr(), APP).await;
+    join(&mut watcher, "r", "w", now).await;
+    let mut m1 = ws(n[0].local_addr(), APP).await;
+    join(&mut m1, "r", "m", now).await;
+    assert_eq!(event(&mut m1).await["uid"], "w");
+    assert_eq!(event(&mut watcher).await["uid"], "m");
+    let mut m2 = ws(n[1].local_addr(), APP).await;
+    join(&mut m2, "r", "m", now).await;
+    assert_eq!(
+        event(&mut m1).await,
+        json!({"event":"onRoomStateChanged","roomId":"r","uid":"m","state":-1004})
+    );
+    assert_eq!(event(&mut m2).await["uid"], "w");
+    ok(
+        n[2].local_addr(),
+        "SendRoomUnicast",
+        json!({"AppId":APP,"From":"srv","RoomId":"r","To":"m","Message":"to m"}),
+        now,
+    )
+    .await;
+    assert_eq!(text_message(&mut m2).await, "to m");
+    // The watcher saw no leave and no second join: the next thing it gets is this message.
+    ok(
+        n[0].local_addr(),
+        "SendRoomUnicast",
+        json!({"AppId":APP,"From":"srv","RoomId":"r","To":"w","Message":"next"}),
+        now,
+    )
+    .await;
+    assert_eq!(text_message(&mut watcher).await, "next");
+}
+
+#[tokio::test]
+async fn the_from_check_sees_every_node() {
+    let Some(redis) = Redis::start() else { return };
+    let n = nodes(&redis, false, None).await;
+    let now = system_now();
+    let _srv = login(n[1].local_addr(), "srv", now).await;
+    let r = api(
+        n[0].local_addr(),
+        "SendUnicast",
+        json!({"AppId":APP,"From":"srv","To":"x","Message":"m"}),
+        now,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "InvalidParameter.IllegalFrom".to_owned()),
+        "{:?}",
+        r.body
+    );
+    let mut m = ws(n[2].local_addr(), APP).await;
+    join(&mut m, "r", "member", now).await;
+    let r = api(
+        n[0].local_addr(),
+        "SendBroadcast",
+        json!({"AppId":APP,"From":"member","RoomId":"r","Message":"m"}),
+        now,
+    )
+    .await;
+    assert_eq!(r.code(), "InvalidParameter.IllegalFrom", "{:?}", r.body);
+}
+
+/// Redis goes away: API calls fail fast with 503, clients stay connected and local traffic
+/// flows; Redis comes back empty: the nodes re-register everything and cross-node traffic works.
+#[tokio::test]
+async fn redis_stopped_and_restarted() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let n = nodes(&redis, false, None).await;
+    let (a1, a2) = (n[0].local_addr(), n[1].local_addr());
+    let now = system_now();
+    let mut alice = login(a1, "alice", now).await;
+    let mut bob = ws(a2, APP).await;
+    join(&mut bob, "r", "bob", now).await;
+
+    redis.stop();
+    let started = Instant::now();
+    let r = api(
+        a2,
+        "SendUnicast",
+        json!({"AppId":APP,"From":"srv","To":"alice","Message":"m"}),
+        now,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "ServiceUnavailableTemp".to_owned())
+    );
+    assert_eq!(r.code_n(), Some(100019));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "503 took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(metric(a1, "herald_cluster_redis_up").await, 0.0);
+    // Local clients are still connected and served: a login on n1 sends to a local user.
+    let mut alice2 = login(a1, "alice2", now).await;
+    let f = SendFrame {
+        op: SendOp::UserOutsideRoom,
+        msgid: 1,
+        to: "alice".into(),
+        room_id: String::new(),
+        binary: false,
+        payload: bytes::Bytes::from_static(b"local"),
+    };
+    alice2.send(Message::Binary(f.encode())).await.unwrap();
+    assert_eq!(event(&mut alice2).await["error"], 0);
+    assert_eq!(text_message(&mut alice).await, "local");
+
+    redis.restart();
+    for s in &n {
+        wait_up(s.local_addr()).await;
+    }
+    // Everything was re-registered in the new, empty Redis, including what happened meanwhile.
+    ok(
+        a2,
+        "SendUnicast",
+        json!({"AppId":APP,"From":"srv","To":"alice2","Message":"back"}),
+        now,
+    )
+    .await;
+    assert_eq!(text_message(&mut alice2).await, "back");
+    ok(
+        a1,
+        "SendRoomUnicast",
+        json!({"AppId":APP,"From":"srv","RoomId":"r","To":"bob","Message":"back too"}),
+        now,
+    )
+    .await;
+    assert_eq!(text_message(&mut bob).await, "back too");
+    assert!(metric(a1, "herald_cluster_resyncs_total").await >= 2.0);
+}
