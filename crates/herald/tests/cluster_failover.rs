@@ -1,0 +1,196 @@
+//! Issue 4, a node killed: two `herald serve` processes on one real `redis-server`; one is
+//! killed with SIGKILL. Within the node TTL its users stop counting (the other node's members
+//! see them drop, the room no longer lists them), the other node keeps working, and the
+//! killed node's clients reconnect to it.
+
+#[path = "../../herald-server/tests/common/redis.rs"]
+mod redis;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herald_client::{connect, Event, EventStream, OpenApiClient};
+use herald_proto::token::AccessToken;
+use redis::Redis;
+use serde_json::json;
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+const APP_ID: &str = "65a1b2c3d4e5f60718293a4b";
+const APP_KEY: &str = "0123456789abcdef0123456789abcdef";
+const AK: &str = "AKLTclustertest";
+const SK: &str = "cluster-secret";
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_node(redis: &Redis, name: &str, port: u16) -> Node {
+    let path: PathBuf = std::env::temp_dir().join(format!(
+        "herald-failover-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+[cluster]
+redis = "{}"
+node_id = "{name}"
+node_ttl_ms = 2000
+[[apps]]
+app_id = "{APP_ID}"
+app_key = "{APP_KEY}"
+access_keys = [{{ ak = "{AK}", sk = "{SK}" }}]
+"#,
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(HERALD)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Node(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = metrics(port).contains("herald_cluster_redis_up 1");
+        if up {
+            return node;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {name} did not join the cluster"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /metrics` over a plain socket ("" if the node does not answer yet).
+fn metrics(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+fn token(room: &str, uid: &str) -> String {
+    let mut t = AccessToken::new(APP_ID, room, uid, 1, now());
+    t.expire_time(now() + 3600);
+    t.serialize(APP_KEY)
+}
+
+/// Skips events until one matches (answers to the client's own calls come first), within 15 s.
+async fn wait_for(events: &mut EventStream, want: impl Fn(&Event) -> bool) -> Event {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let e = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the event in time")
+            .expect("the connection is open");
+        if want(&e) {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_stops_holding_its_users_and_its_clients_move() {
+    let Some(redis) = Redis::start() else { return };
+    let (p1, p2) = (free_port(), free_port());
+    let _n1 = start_node(&redis, "n1", p1);
+    let mut n2 = start_node(&redis, "n2", p2);
+    let s1 = format!("http://127.0.0.1:{p1}");
+    let s2 = format!("http://127.0.0.1:{p2}");
+
+    let (bob, mut bob_events) = connect(&s1, APP_ID).await.unwrap();
+    bob.join_room("r", "bob", &token("r", "bob")).await.unwrap();
+    let (carol, mut carol_events) = connect(&s2, APP_ID).await.unwrap();
+    carol
+        .join_room("r", "carol", &token("r", "carol"))
+        .await
+        .unwrap();
+    wait_for(
+        &mut bob_events,
+        |e| matches!(e, Event::UserJoined { uid, .. } if uid == "carol"),
+    )
+    .await;
+
+    // SIGKILL: no goodbye, no cleanup. Within the TTL (2 s, plus a heartbeat) n1 sweeps it.
+    n2.0.kill().unwrap();
+    n2.0.wait().unwrap();
+    let killed = Instant::now();
+    let left = wait_for(&mut bob_events, |e| matches!(e, Event::UserLeave { .. })).await;
+    assert!(
+        matches!(&left, Event::UserLeave { uid, reason: 1, .. } if uid == "carol"),
+        "{left:?}"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
+    let api = OpenApiClient::new(&s1, AK, SK).unwrap();
+    // The room still works from the surviving node: a broadcast reaches bob.
+    let r = api
+        .call("SendBroadcast", "2023-07-20", &json!({"AppId":APP_ID,"From":"srv","RoomId":"r","Binary":false,"Message":"still here"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    wait_for(
+        &mut bob_events,
+        |e| matches!(e, Event::RoomMessageReceived { message, .. } if message == "still here"),
+    )
+    .await;
+
+    // carol's app reconnects to the surviving node and is back in the room.
+    drop(carol);
+    let _ = carol_events.recv().await;
+    let (carol, mut carol_events) = connect(&s1, APP_ID).await.unwrap();
+    carol
+        .join_room("r", "carol", &token("r", "carol"))
+        .await
+        .unwrap();
+    wait_for(
+        &mut bob_events,
+        |e| matches!(e, Event::UserJoined { uid, .. } if uid == "carol"),
+    )
+    .await;
+    let r = api
+        .call("SendRoomUnicast", "2023-07-20", &json!({"AppId":APP_ID,"From":"srv","RoomId":"r","To":"carol","Binary":false,"Message":"welcome back"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    wait_for(
+        &mut carol_events,
+        |e| matches!(e, Event::UserMessageReceived { message, .. } if message == "welcome back"),
+    )
+    .await;
+}
