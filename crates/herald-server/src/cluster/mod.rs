@@ -764,20 +764,24 @@ impl Cluster {
                         .filter_map(|u| UserId::new(&u).ok())
                         .collect()
                 };
-                let (here, missing, forwarded) = (list(1), list(2), list(3));
+                let here = list(1);
+                let count = |i: usize| items.get(i).and_then(int).unwrap_or(0);
+                let (missing, forwarded) = (count(2), count(3));
                 let to = match room {
                     Some(r) => Recipients::Members(r, &here),
                     None => Recipients::Logins(&here),
                 };
                 let mut summary = hub.deliver(req.app_id.as_str(), &delivery, to, now, |_, _| {});
+                // The script counts what it did not deliver here (per-recipient outcomes of
+                // other nodes need a reply from them: issue 8's delivery report).
                 let gone = match room {
                     Some(_) => herald_core::hub::Outcome::NotInRoom,
                     None => herald_core::hub::Outcome::NotOnline,
                 };
-                for _ in &missing {
+                for _ in 0..missing {
                     summary.add(gone);
                 }
-                for _ in &forwarded {
+                for _ in 0..forwarded {
                     summary.add(herald_core::hub::Outcome::Forwarded);
                 }
                 let nodes = items.get(4).and_then(int).unwrap_or(0);

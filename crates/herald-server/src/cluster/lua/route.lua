@@ -1,7 +1,7 @@
 -- An OpenAPI message: the app's rate limit, the From rule, then one PUBLISH per node that holds
 -- recipients. ARGV: app, me, now_us, limit, rate_member, kind (U|R|B), from, room, prefix, body,
--- uids... Returns {'rate', retry_us} | {'from'} | {'ok', here, missing, forwarded} (U|R: uid lists)
--- and the number of nodes forwarded to | {'ok', here (0|1), nodes forwarded to} (B).
+-- uids... Returns {'rate', retry_us} | {'from'} | {'ok', here (uids), missing (count), forwarded
+-- (count), nodes forwarded to} (U|R) | {'ok', here (0|1), nodes forwarded to} (B).
 local app, me, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local limit, kind, from, room = tonumber(ARGV[4]), ARGV[6], ARGV[7], ARGV[8]
 local prefix, body = ARGV[9], ARGV[10]
@@ -23,22 +23,24 @@ if kind == 'B' then
 end
 local uids = {}
 for i = 11, #ARGV do uids[#uids + 1] = ARGV[i] end
-if #uids == 0 then return {'ok', {}, {}, {}, 0} end
+if #uids == 0 then return {'ok', {}, 0, 0, 0} end
 local vals = redis.call('HMGET', hk, unpack(uids))
-local here, missing, forwarded, per, order = {}, {}, {}, {}, {}
+local here, missing, forwarded, per, order = {}, 0, 0, {}, {}
 for i, u in ipairs(uids) do
-  local n = vals[i] and (split(vals[i]))
+  local v = vals[i]
+  local n = v and string.sub(v, 1, string.find(v, '|', 1, true) - 1)
   if not n or not alive(n) then
-    missing[#missing + 1] = u
+    missing = missing + 1
   elseif n == me then
     here[#here + 1] = u
   else
-    if not per[n] then per[n] = {}; order[#order + 1] = n end
-    table.insert(per[n], u)
+    local list = per[n]
+    if not list then list = {}; per[n] = list; order[#order + 1] = n end
+    list[#list + 1] = u
   end
 end
 for _, n in ipairs(order) do
   redis.call('PUBLISH', chan(n), prefix .. table.concat(per[n], ',') .. '\n' .. body)
-  for _, u in ipairs(per[n]) do forwarded[#forwarded + 1] = u end
+  forwarded = forwarded + #per[n]
 end
 return {'ok', here, missing, forwarded, #order}
