@@ -1,5 +1,5 @@
-//! The receiving side: many client connections, each logged in and/or in rooms, counting what they
-//! receive.
+//! The receiving side: many client connections of one system (Herald or a peer, see
+//! [`crate::clients`]), each logged in and/or in rooms, counting what they receive.
 //!
 //! Every client has an index. The load driver adds to `expected[index]` for each recipient of a
 //! call the server accepted; the client adds to `received[index]` for each message frame. After a
@@ -25,9 +25,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::payload::{parse_message, stamp_of};
+use crate::clients::{self, Decoder, Received, Reply};
 use crate::server::{App, Target};
 use crate::stats::Latencies;
+use crate::system::System;
 use crate::ws::{Frame, WsClient};
 
 /// How long one client may take to connect, log in and join.
@@ -153,8 +154,9 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts one task per client; they connect `SETUP_CONCURRENCY` at a time.
+    /// Starts one task per client of `system`; they connect `SETUP_CONCURRENCY` at a time.
     pub fn start(
+        system: System,
         target: &Target,
         apps: &Arc<[App]>,
         specs: Vec<ClientSpec>,
@@ -184,15 +186,15 @@ impl Fleet {
                     let permit = gate.acquire_owned().await;
                     let setup = tokio::time::timeout(
                         SETUP_TIMEOUT,
-                        set_up(&target, &apps[spec.app], &spec),
+                        clients::set_up(system, &target, &apps[spec.app], &spec, Some(index)),
                     )
                     .await
                     .unwrap_or_else(|_| Err(anyhow!("set-up timed out")));
                     drop(permit);
                     match setup {
-                        Ok(ws) => {
+                        Ok((ws, decoder)) => {
                             shared.ready.fetch_add(1, Relaxed);
-                            receive(ws, index, &shared).await;
+                            receive(ws, decoder, index, &shared).await;
                         }
                         Err(e) => {
                             *shared.errors.lock().entry(format!("{e:#}")).or_default() += 1;
@@ -357,22 +359,10 @@ pub async fn leave(ws: &mut WsClient, room: &str) -> anyhow::Result<()> {
     .await
 }
 
-async fn set_up(target: &Target, app: &App, spec: &ClientSpec) -> anyhow::Result<WsClient> {
-    let mut ws = connect(target, app).await?;
-    if spec.login {
-        login(&mut ws, app, &spec.uid).await?;
-    }
-    for room in &spec.rooms {
-        join(&mut ws, app, room, &spec.uid).await?;
-    }
-    Ok(ws)
-}
-
 /// Reads until the connection ends, counting messages and recording their latency.
-async fn receive(mut ws: WsClient, index: usize, shared: &Shared) {
+async fn receive(mut ws: WsClient, mut decoder: Decoder, index: usize, shared: &Shared) {
     let tally = &shared.tallies[index];
-    let mut last_msgid = 0u64;
-    let mut latencies: Vec<u64> = Vec::new();
+    let mut got = Received::default();
     let mut pong: Option<Vec<u8>> = None;
     // Frames that arrived with the last set-up answer were read now, as far as latency goes.
     let mut now_ns = shared.now_ns();
@@ -386,30 +376,14 @@ async fn receive(mut ws: WsClient, index: usize, shared: &Shared) {
                     return;
                 }
             };
-            match frame {
-                Frame::Binary(b) => match parse_message(b) {
-                    Some(m) => {
-                        if m.msgid != last_msgid + 1 {
-                            shared.msgid_gaps.fetch_add(1, Relaxed);
-                        }
-                        last_msgid = m.msgid;
-                        tally.received.fetch_add(1, Relaxed);
-                        match stamp_of(m.payload) {
-                            Some(sent) => latencies.push(now_ns.saturating_sub(sent) / 1000),
-                            None => {
-                                shared.bad_frames.fetch_add(1, Relaxed);
-                            }
-                        }
-                    }
-                    None => {
-                        shared.bad_frames.fetch_add(1, Relaxed);
-                    }
-                },
-                Frame::Text(_) => {
-                    shared.events.fetch_add(1, Relaxed);
+            let result = match frame {
+                Frame::Binary(b) => decoder.data(false, b, now_ns, &mut got),
+                Frame::Text(t) => decoder.data(true, t, now_ns, &mut got),
+                Frame::Ping(p) => {
+                    pong = Some(p.to_vec());
+                    Ok(())
                 }
-                Frame::Ping(p) => pong = Some(p.to_vec()),
-                Frame::Pong => {}
+                Frame::Pong => Ok(()),
                 Frame::Close(code) => {
                     shared.note_closed(match code {
                         Some(c) => format!("closed by the server with {c}"),
@@ -417,17 +391,47 @@ async fn receive(mut ws: WsClient, index: usize, shared: &Shared) {
                     });
                     return;
                 }
-            }
-        }
-        if !latencies.is_empty() {
-            shared.latency.record_all(index, &latencies);
-            latencies.clear();
-        }
-        if let Some(p) = pong.take() {
-            if let Err(e) = ws.send_pong(&p).await {
-                shared.note_closed(format!("write failed: {}", e.kind()));
+            };
+            if let Err(e) = result {
+                shared.note_closed(format!("{e}"));
                 return;
             }
+        }
+        if got.messages > 0 {
+            tally.received.fetch_add(got.messages, Relaxed);
+            got.messages = 0;
+        }
+        if !got.latencies_us.is_empty() {
+            shared.latency.record_all(index, &got.latencies_us);
+            got.latencies_us.clear();
+        }
+        if got.msgid_gaps > 0 {
+            shared
+                .msgid_gaps
+                .fetch_add(std::mem::take(&mut got.msgid_gaps), Relaxed);
+        }
+        if got.bad > 0 {
+            shared
+                .bad_frames
+                .fetch_add(std::mem::take(&mut got.bad), Relaxed);
+        }
+        if got.events > 0 {
+            shared
+                .events
+                .fetch_add(std::mem::take(&mut got.events), Relaxed);
+        }
+        let reply = match got.reply.take() {
+            Some(Reply::Text(t)) => ws.send_text(t).await,
+            Some(Reply::Binary(b)) => ws.send_binary(b).await,
+            None => Ok(()),
+        };
+        let pong_sent = match pong.take() {
+            Some(p) => ws.send_pong(&p).await,
+            None => Ok(()),
+        };
+        if let Err(e) = reply.and(pong_sent) {
+            shared.note_closed(format!("write failed: {}", e.kind()));
+            return;
         }
         match ws.fill().await {
             Ok(0) => {

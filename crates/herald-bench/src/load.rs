@@ -1,5 +1,6 @@
 //! The sending side: workloads (what each API call is) and the driver that issues them at a fixed
-//! rate, or as fast as the server answers, over several keep-alive connections.
+//! rate, or as fast as the server answers, over several keep-alive connections to a system's API
+//! side ([`crate::api`]).
 //!
 //! Open loop at a fixed rate: worker `i` of `W` issues its `j`-th call at `start + (j·W + i) / rate`
 //! whatever happened before, so a slow answer delays later calls of that worker only until it
@@ -19,11 +20,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::api::{self, ApiConn};
 use crate::fleet::Shared;
-use crate::http::{signed_request, Answer, HttpConn};
+use crate::http::Answer;
 use crate::payload::stamped;
 use crate::server::App;
 use crate::stats::histogram;
+use crate::system::System;
 
 /// The `From` of every call: a business-server sender id, never an online user.
 pub const FROM: &str = "bench_bot";
@@ -38,7 +41,8 @@ pub enum Recipients {
 }
 
 impl Recipients {
-    fn as_slice(&self) -> &[u32] {
+    /// The client indices.
+    pub fn as_slice(&self) -> &[u32] {
         match self {
             Recipients::Listed(v) => v,
             Recipients::Shared(s) => s,
@@ -46,15 +50,25 @@ impl Recipients {
     }
 }
 
-/// One API call to make.
+/// How a call addresses its recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum To {
+    /// The recipients by user id, members of this room (Herald's `BatchSendRoomUnicast`; the
+    /// peers address each user).
+    RoomUsers(Arc<str>),
+    /// Everyone in this room (`SendBroadcast`; the peers publish once to the room).
+    Room(Arc<str>),
+    /// The one recipient by user id (`SendUnicast`).
+    User,
+}
+
+/// One call to make: what [`crate::api::encode`] turns into each system's request.
 #[derive(Debug, Clone)]
 pub struct ApiCall {
-    /// Index of the app (and so of the key that signs it).
+    /// Index of the app (for Herald: the AppId, and the key that signs the call).
     pub app: usize,
-    /// The action.
-    pub action: &'static str,
-    /// The JSON body.
-    pub body: Vec<u8>,
+    /// How it addresses the recipients.
+    pub to: To,
     /// The clients that must receive it if the server accepts it.
     pub recipients: Recipients,
 }
@@ -63,37 +77,19 @@ pub struct ApiCall {
 pub trait Workload: Send + Sync {
     /// Size of each message's payload in bytes.
     fn payload_bytes(&self) -> usize;
-    /// The next call, carrying `message`.
-    fn call(&self, rng: &mut SmallRng, message: &str) -> ApiCall;
-}
-
-/// Starts a JSON body: `{"AppId":…,["RoomId":…,]"From":…,"Binary":false,"Message":…` without
-/// the closing brace. Every string the benchmark puts in a body is an id or a stamped payload,
-/// neither of which needs JSON escaping.
-fn body_start(app_id: &str, room: Option<&str>, message: &str, extra: usize) -> Vec<u8> {
-    debug_assert!(message.bytes().all(|b| b.is_ascii_alphanumeric()));
-    let mut b = Vec::with_capacity(message.len() + extra + 128);
-    b.extend_from_slice(b"{\"AppId\":\"");
-    b.extend_from_slice(app_id.as_bytes());
-    if let Some(room) = room {
-        b.extend_from_slice(b"\",\"RoomId\":\"");
-        b.extend_from_slice(room.as_bytes());
-    }
-    b.extend_from_slice(b"\",\"From\":\"");
-    b.extend_from_slice(FROM.as_bytes());
-    b.extend_from_slice(b"\",\"Binary\":false,\"Message\":\"");
-    b.extend_from_slice(message.as_bytes());
-    b.push(b'"');
-    b
+    /// The next call.
+    fn call(&self, rng: &mut SmallRng) -> ApiCall;
+    /// The user id of client `client`.
+    fn uid(&self, client: u32) -> &str;
 }
 
 /// `BatchSendRoomUnicast` to `per_call` distinct members of one room, chosen at random.
 #[derive(Debug)]
 pub struct Fanout {
-    /// The app (index) and its AppId.
-    pub app: (usize, String),
+    /// The app (index).
+    pub app: usize,
     /// The room.
-    pub room: String,
+    pub room: Arc<str>,
     /// Member `i` is client `i`; its uid.
     pub members: Vec<String>,
     /// Recipients per call (at most 600).
@@ -107,41 +103,31 @@ impl Workload for Fanout {
         self.payload
     }
 
-    fn call(&self, rng: &mut SmallRng, message: &str) -> ApiCall {
+    fn call(&self, rng: &mut SmallRng) -> ApiCall {
         let chosen = index::sample(
             rng,
             self.members.len(),
             self.per_call.min(self.members.len()),
         );
-        let mut body = body_start(&self.app.1, Some(&self.room), message, self.per_call * 12);
-        body.extend_from_slice(b",\"To\":[");
-        let mut recipients = Vec::with_capacity(chosen.len());
-        for (n, i) in chosen.iter().enumerate() {
-            if n > 0 {
-                body.push(b',');
-            }
-            body.push(b'"');
-            body.extend_from_slice(self.members[i].as_bytes());
-            body.push(b'"');
-            recipients.push(i as u32);
-        }
-        body.extend_from_slice(b"]}");
         ApiCall {
-            app: self.app.0,
-            action: "BatchSendRoomUnicast",
-            body,
-            recipients: Recipients::Listed(recipients),
+            app: self.app,
+            to: To::RoomUsers(self.room.clone()),
+            recipients: Recipients::Listed(chosen.iter().map(|i| i as u32).collect()),
         }
+    }
+
+    fn uid(&self, client: u32) -> &str {
+        &self.members[client as usize]
     }
 }
 
 /// `SendBroadcast` to one of several rooms, chosen at random.
 #[derive(Debug)]
 pub struct Broadcast {
-    /// The app (index) and its AppId.
-    pub app: (usize, String),
+    /// The app (index).
+    pub app: usize,
     /// Each room and the clients in it.
-    pub rooms: Vec<(String, Arc<[u32]>)>,
+    pub rooms: Vec<(Arc<str>, Arc<[u32]>)>,
     /// Payload size.
     pub payload: usize,
 }
@@ -151,24 +137,24 @@ impl Workload for Broadcast {
         self.payload
     }
 
-    fn call(&self, rng: &mut SmallRng, message: &str) -> ApiCall {
+    fn call(&self, rng: &mut SmallRng) -> ApiCall {
         let (room, members) = &self.rooms[rng.gen_range(0..self.rooms.len())];
-        let mut body = body_start(&self.app.1, Some(room), message, 0);
-        body.push(b'}');
         ApiCall {
-            app: self.app.0,
-            action: "SendBroadcast",
-            body,
+            app: self.app,
+            to: To::Room(room.clone()),
             recipients: Recipients::Shared(members.clone()),
         }
+    }
+
+    /// Broadcasts address rooms, never users by id.
+    fn uid(&self, _client: u32) -> &str {
+        ""
     }
 }
 
 /// `SendUnicast` to one logged-in client, chosen at random, in whichever app it belongs to.
 #[derive(Debug)]
 pub struct Unicast {
-    /// AppIds by app index.
-    pub app_ids: Vec<String>,
     /// Client `i`: its app index and uid.
     pub users: Vec<(usize, String)>,
     /// Payload size.
@@ -180,19 +166,17 @@ impl Workload for Unicast {
         self.payload
     }
 
-    fn call(&self, rng: &mut SmallRng, message: &str) -> ApiCall {
+    fn call(&self, rng: &mut SmallRng) -> ApiCall {
         let i = rng.gen_range(0..self.users.len());
-        let (app, uid) = &self.users[i];
-        let mut body = body_start(&self.app_ids[*app], None, message, uid.len());
-        body.extend_from_slice(b",\"To\":\"");
-        body.extend_from_slice(uid.as_bytes());
-        body.extend_from_slice(b"\"}");
         ApiCall {
-            app: *app,
-            action: "SendUnicast",
-            body,
+            app: self.users[i].0,
+            to: To::User,
             recipients: Recipients::Listed(vec![i as u32]),
         }
+    }
+
+    fn uid(&self, client: u32) -> &str {
+        &self.users[client as usize].1
     }
 }
 
@@ -254,9 +238,10 @@ pub struct Drive {
 /// sending until answers come back, and the achieved rate falls below the offered one.
 const MAX_IN_FLIGHT: usize = 512;
 
-/// Issues calls of `load` as `drive` says, signed with each app's key, counting each accepted
-/// call's recipients in `fleet`.
+/// Issues calls of `load` to `system`'s API at `addr` as `drive` says, counting each accepted
+/// call's recipients in `fleet` (when the system delivers).
 pub async fn drive(
+    system: System,
     addr: SocketAddr,
     apps: &Arc<[App]>,
     fleet: &Arc<Shared>,
@@ -269,6 +254,7 @@ pub async fn drive(
         .map(|w| {
             let (apps, fleet, load) = (apps.clone(), fleet.clone(), load.clone());
             let worker = Worker {
+                system,
                 addr,
                 apps,
                 fleet,
@@ -293,13 +279,21 @@ pub async fn drive(
     sent
 }
 
-/// Counts one answer.
-fn account(sent: &mut Sent, fleet: &Shared, answer: std::io::Result<Answer>, to: &Recipients) {
+/// Counts one answer; `delivers` says whether an accepted call is expected at its recipients.
+fn account(
+    sent: &mut Sent,
+    fleet: &Shared,
+    answer: std::io::Result<Answer>,
+    to: &Recipients,
+    delivers: bool,
+) {
     match answer {
         Ok(a) if a.status == 200 => {
             sent.ok += 1;
-            for &r in to.as_slice() {
-                fleet.tallies[r as usize].expected.fetch_add(1, Relaxed);
+            if delivers {
+                for &r in to.as_slice() {
+                    fleet.tallies[r as usize].expected.fetch_add(1, Relaxed);
+                }
             }
         }
         Ok(a) if a.status == 429 => sent.rate_limited += 1,
@@ -316,6 +310,7 @@ fn account(sent: &mut Sent, fleet: &Shared, answer: std::io::Result<Answer>, to:
 
 /// One connection's share of a drive.
 struct Worker {
+    system: System,
     addr: SocketAddr,
     apps: Arc<[App]>,
     fleet: Arc<Shared>,
@@ -324,11 +319,18 @@ struct Worker {
 }
 
 impl Worker {
-    /// The next call, stamped now, and its signed request.
+    /// The next call, stamped now, and its request.
     fn next(&self, rng: &mut SmallRng, host: &str) -> (ApiCall, Vec<u8>) {
+        let call = self.load.call(rng);
         let message = stamped(self.load.payload_bytes(), self.fleet.now_ns());
-        let call = self.load.call(rng, &message);
-        let request = signed_request(host, &self.apps[call.app].key, call.action, &call.body);
+        let request = api::encode(
+            self.system,
+            &call,
+            self.load.as_ref(),
+            &message,
+            host,
+            &self.apps,
+        );
         (call, request)
     }
 
@@ -336,7 +338,7 @@ impl Worker {
     /// or not earlier answers came back (requests are pipelined, answers read in order by a
     /// second task).
     async fn paced(self, start: Instant, rate: f64, w: u64, of: u64) -> Sent {
-        let conn = match HttpConn::connect(self.addr).await {
+        let conn = match ApiConn::connect(self.system, self.addr).await {
             Ok(c) => c,
             Err(_) => {
                 return Sent {
@@ -351,6 +353,7 @@ impl Worker {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let reader = {
             let (fleet, in_flight) = (self.fleet.clone(), in_flight.clone());
+            let delivers = api::delivers(self.system);
             tokio::spawn(async move {
                 let mut sent = Sent {
                     round_trip: Some(histogram()),
@@ -364,7 +367,7 @@ impl Worker {
                     }
                     let answer = answers.read(&mut rd).await;
                     broken = answer.is_err();
-                    account(&mut sent, &fleet, answer, &to);
+                    account(&mut sent, &fleet, answer, &to, delivers);
                     if let Some(h) = sent.round_trip.as_mut() {
                         h.saturating_record(t.elapsed().as_micros() as u64);
                     }
@@ -416,11 +419,11 @@ impl Worker {
             round_trip: Some(histogram()),
             ..Sent::default()
         };
-        let mut conn: Option<HttpConn> = None;
+        let mut conn: Option<ApiConn> = None;
         while Instant::now() < self.end {
             let c = match conn.as_mut() {
                 Some(c) => c,
-                None => match HttpConn::connect(self.addr).await {
+                None => match ApiConn::connect(self.system, self.addr).await {
                     Ok(c) => conn.insert(c),
                     Err(_) => {
                         sent.io_errors += 1;
@@ -435,68 +438,17 @@ impl Worker {
             if answer.is_err() {
                 conn = None;
             }
-            account(&mut sent, &self.fleet, answer, &call.recipients);
+            account(
+                &mut sent,
+                &self.fleet,
+                answer,
+                &call.recipients,
+                api::delivers(self.system),
+            );
             if let Some(h) = sent.round_trip.as_mut() {
                 h.saturating_record(t.elapsed().as_micros() as u64);
             }
         }
         sent
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn json(call: &ApiCall) -> serde_json::Value {
-        serde_json::from_slice(&call.body).unwrap()
-    }
-
-    #[test]
-    fn bodies_are_the_vendor_json() {
-        let mut rng = SmallRng::seed_from_u64(1);
-        let msg = stamped(40, 7);
-        let f = Fanout {
-            app: (0, "benchapp0000000000000000".into()),
-            room: "r0".into(),
-            members: (0..1000).map(|i| format!("u{i}")).collect(),
-            per_call: 600,
-            payload: 40,
-        };
-        let c = f.call(&mut rng, &msg);
-        let v = json(&c);
-        let to = v["To"].as_array().unwrap();
-        assert_eq!(to.len(), 600);
-        let mut ids: Vec<&str> = to.iter().map(|t| t.as_str().unwrap()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        assert_eq!(ids.len(), 600, "recipients are distinct");
-        assert_eq!(c.recipients.as_slice().len(), 600);
-        let first = c.recipients.as_slice()[0] as usize;
-        assert_eq!(to[0], format!("u{first}").as_str());
-        assert_eq!(v["Message"], msg.as_str());
-        assert_eq!(v["RoomId"], "r0");
-        assert_eq!(v["From"], FROM);
-        assert_eq!(v["Binary"], false);
-
-        let b = Broadcast {
-            app: (0, "a".into()),
-            rooms: vec![("r1".into(), Arc::from(vec![3u32, 4]))],
-            payload: 40,
-        };
-        let c = b.call(&mut rng, &msg);
-        assert_eq!(json(&c)["RoomId"], "r1");
-        assert!(json(&c).get("To").is_none());
-        assert_eq!(c.recipients.as_slice(), &[3, 4]);
-
-        let u = Unicast {
-            app_ids: vec!["a0".into(), "a1".into()],
-            users: vec![(1, "u0".into())],
-            payload: 40,
-        };
-        let c = u.call(&mut rng, &msg);
-        assert_eq!(c.app, 1);
-        assert_eq!(json(&c)["AppId"], "a1");
-        assert_eq!(json(&c)["To"], "u0");
     }
 }

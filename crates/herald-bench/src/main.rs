@@ -1,4 +1,5 @@
-//! `herald-bench`: run the benchmark scenarios against Herald and write the results.
+//! `herald-bench`: run the benchmark scenarios against Herald and its peers and write the results;
+//! also the two limits the peers are measured against (`raw-writer`, `bare-axum`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,11 +9,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
+use herald_bench::charts;
+use herald_bench::peers::{bare_axum, raw};
 use herald_bench::procfs;
 use herald_bench::progress::{say, Progress};
-use herald_bench::report::Report;
+use herald_bench::report::{Report, Run};
 use herald_bench::scenario::{self, Ctx, Profile, Scenario};
-use herald_bench::server::{self, Herald, Target};
+use herald_bench::server::{self, Target};
+use herald_bench::system::{self, Programs, System};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run scenarios and write results.json and results.md to --out-dir.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write a Herald configuration with the benchmark's apps, for a server you start yourself.
     WriteConfig {
         /// Where to write it.
@@ -41,6 +45,20 @@ enum Command {
         #[arg(long, default_value_t = 201)]
         apps: usize,
     },
+    /// The limit for delivery: accept WebSocket clients (`GET /?c=<n>`) and write pre-encoded
+    /// frames to the clients listed by `POST /send {"to":[n,…],"message":…}`, with no routing.
+    RawWriter {
+        /// Where to listen (port 0: any free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// The limit for the HTTP path: a bare axum handler that parses `SendUnicast` and answers
+    /// success, with no signing, validation or delivery.
+    BareAxum {
+        /// Where to listen (port 0: any free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,9 +66,42 @@ struct RunArgs {
     /// Scenarios to run, in this order; all of them when none is given.
     #[arg(value_enum)]
     scenarios: Vec<Scenario>,
-    /// Small sizes and two-second steps (about a minute and a half for everything).
+    /// Small sizes and one-second steps (about 20 s per system for everything).
     #[arg(long)]
     quick: bool,
+    /// Also run these peers and limits, each on every scenario it can do, side by side with
+    /// Herald (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', requires = "herald_bin")]
+    peers: Vec<System>,
+    /// Run every peer and limit (`--peers nats,mosquitto,socketio,raw-writer,bare-axum`).
+    #[arg(long, conflicts_with = "peers", requires = "herald_bin")]
+    all_peers: bool,
+    /// The `nats-server` program.
+    #[arg(long, value_name = "PATH", default_value = "nats-server")]
+    nats_bin: PathBuf,
+    /// The `mosquitto` program.
+    #[arg(long, value_name = "PATH", default_value = "mosquitto")]
+    mosquitto_bin: PathBuf,
+    /// The `node` program, for the Socket.IO server.
+    #[arg(long, value_name = "PATH", default_value = "node")]
+    node_bin: PathBuf,
+    /// The Socket.IO server's folder (`server.js` and its installed `node_modules`).
+    #[arg(long, value_name = "DIR", default_value = "bench/peers/socketio")]
+    socketio_dir: PathBuf,
+    /// Draw PNG charts into this folder and link them from results.md.
+    #[arg(long, value_name = "DIR")]
+    charts: Option<PathBuf>,
+    /// How results.md links the charts: this prefix and the file name (default: the --charts
+    /// folder as given).
+    #[arg(long, value_name = "PREFIX", requires = "charts")]
+    charts_link: Option<String>,
+    /// The TrueType font of the charts' text.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
+    font: PathBuf,
     /// Start this `herald` binary (a fresh `herald serve --config` per scenario, on a free port).
     #[arg(long, value_name = "PATH", conflicts_with = "server")]
     herald_bin: Option<PathBuf>,
@@ -67,7 +118,7 @@ struct RunArgs {
     /// Where results, the generated configuration and server logs go.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     out_dir: PathBuf,
-    /// Seconds per load step (default: 2 with --quick, 10 without).
+    /// Seconds per load step (default: 1 with --quick, 5 without).
     #[arg(long, value_name = "SECS")]
     step_secs: Option<f64>,
     /// Most load steps per stepped run.
@@ -83,13 +134,15 @@ struct RunArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::WriteConfig { out, listen, apps } => {
             let text = server::config_toml(&server::bench_apps(apps), &listen);
             std::fs::write(&out, text)
                 .with_context(|| format!("cannot write {}", out.display()))
                 .map(|()| ExitCode::SUCCESS)
         }
+        Command::RawWriter { listen } => raw::serve(listen).await.map(|()| ExitCode::SUCCESS),
+        Command::BareAxum { listen } => bare_axum::serve(listen).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -159,20 +212,51 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     )
                 })?,
             };
-            (apps, Some(Target { addr, pid }))
+            (
+                apps,
+                Some(Target {
+                    addr,
+                    api: addr,
+                    pid,
+                }),
+            )
         }
         (None, None) => {
             bail!("give --herald-bin PATH (start Herald) or --server ADDR --config FILE")
         }
     };
 
+    let mut systems = vec![System::Herald];
+    if args.all_peers {
+        systems.extend(System::PEERS);
+    } else {
+        systems.extend(args.peers.iter().copied().filter(|s| *s != System::Herald));
+    }
+    systems.sort();
+    systems.dedup();
+    let programs = Programs {
+        herald: args.herald_bin.clone().unwrap_or_default(),
+        nats: args.nats_bin.clone(),
+        mosquitto: args.mosquitto_bin.clone(),
+        node: args.node_bin.clone(),
+        socketio_dir: args.socketio_dir.clone(),
+        me: std::env::current_exe().context("cannot find this program")?,
+    };
+    if let Some(dir) = &args.charts {
+        // Fail before the run, not after it.
+        charts::load_font(&args.font)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+
     let progress = Progress::start();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut ctx = Ctx {
+        system: System::Herald,
         target: external.clone().unwrap_or(Target {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api: SocketAddr::from(([127, 0, 0, 1], 0)),
             pid: 0,
         }),
         apps: Arc::from(apps),
@@ -180,44 +264,91 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress: progress.clone(),
         epoch: Instant::now(),
         problems: Vec::new(),
+        peer_losses: Vec::new(),
     };
-    let mut outcomes = Vec::new();
+    let herald_config = args.out_dir.join("herald-bench.toml");
+    let mut runs = Vec::new();
+    // Scenario by scenario, every system in turn: the systems of one scenario run minutes apart,
+    // under the same conditions on a shared machine.
     for &s in &scenarios {
-        let name = format!("{s:?}").to_lowercase();
-        let herald = match &args.herald_bin {
-            Some(bin) => {
-                let config = args.out_dir.join("herald-bench.toml");
-                let log = args.out_dir.join(format!("herald-{name}.log"));
-                let h = Herald::start(bin, &config, log).await?;
-                ctx.target = h.target.clone();
-                Some(h)
+        for &system in systems.iter().filter(|sys| sys.runs(s)) {
+            let name = format!("{s:?}").to_lowercase();
+            let tag = format!("{}-{name}", system_tag(system));
+            let started = if external.is_some() {
+                None
+            } else {
+                let running =
+                    system::start(system, &programs, &herald_config, &args.out_dir, &tag).await;
+                match running {
+                    Ok(r) => {
+                        ctx.target = r.target.clone();
+                        Some(r)
+                    }
+                    Err(e) if system != System::Herald => {
+                        say(format!(
+                            "== {name} on {}: cannot start: {e:#}",
+                            system.label()
+                        ));
+                        ctx.problems
+                            .push(format!("{name} on {}: cannot start: {e:#}", system.label()));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            ctx.system = system;
+            say(format!(
+                "== {name} on {} (server pid {} at {})",
+                system.label(),
+                ctx.target.pid,
+                ctx.target.addr
+            ));
+            progress.watch_server(Some(ctx.target.pid));
+            let (problems_before, losses_before) = (ctx.problems.len(), ctx.peer_losses.len());
+            let outcome = scenario::run(&mut ctx, s).await;
+            // Problems name the scenario; say which system had them.
+            for p in ctx.problems[problems_before..]
+                .iter_mut()
+                .chain(&mut ctx.peer_losses[losses_before..])
+            {
+                *p = format!("{}: {p}", system.label());
             }
-            None => None,
-        };
-        say(format!(
-            "== {name} (server pid {} at {})",
-            ctx.target.pid, ctx.target.addr
-        ));
-        progress.watch_server(Some(ctx.target.pid));
-        outcomes.push(scenario::run(&mut ctx, s).await);
-        progress.watch_fleet(None);
-        progress.watch_server(None);
-        if let Some(h) = herald {
-            h.stop().await;
+            runs.push(Run { system, outcome });
+            progress.watch_fleet(None);
+            progress.watch_server(None);
+            if let Some(r) = started {
+                r.stop().await;
+            }
         }
     }
     progress.finish();
 
-    let report = Report {
+    let mut report = Report {
         machine: procfs::machine(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         started_unix,
-        fresh_server_per_scenario: args.herald_bin.is_some(),
+        fresh_server_per_scenario: external.is_none(),
         profile,
-        scenarios: outcomes,
+        systems,
+        runs,
         problems: ctx.problems.clone(),
+        peer_losses: ctx.peer_losses.clone(),
+        charts: Vec::new(),
         timeline: progress.samples(),
     };
+    if let Some(dir) = &args.charts {
+        let link = args
+            .charts_link
+            .clone()
+            .unwrap_or_else(|| dir.display().to_string());
+        for (what, file) in charts::draw(&report, dir)? {
+            report.charts.push((
+                what,
+                format!("{}/{}", link.trim_end_matches('/'), file.display()),
+            ));
+        }
+        say(format!("charts: {}", dir.display()));
+    }
     let json = args.out_dir.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", json.display()))?;
@@ -240,4 +371,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The name of a system in file names.
+fn system_tag(system: System) -> &'static str {
+    match system {
+        System::Herald => "herald",
+        System::Nats => "nats",
+        System::Mosquitto => "mosquitto",
+        System::Socketio => "socketio",
+        System::RawWriter => "raw-writer",
+        System::BareAxum => "bare-axum",
+    }
 }

@@ -1,6 +1,7 @@
 //! The scenarios of issue 3: idle, fan-out, broadcast, unicast, churn.
 //!
-//! Each runs against one server (a fresh one when the benchmark starts it) and returns a report.
+//! Each runs against one server of one system (a fresh one when the benchmark starts it) and
+//! returns a report; the same scenario gives every system the same shape of work.
 //! The rate-driven ones step the offered load up until a step is not sustained (see
 //! [`StepResult::sustained`]), then run one more step at half the highest sustained rate, where the
 //! issue's latency target is set.
@@ -12,12 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::api;
+use crate::clients;
 use crate::fleet::{self, ClientSpec, Counts, Fleet, Setup};
 use crate::load::{self, Broadcast, Drive, Fanout, Sent, Unicast, Workload};
 use crate::procfs::{self, Usage};
 use crate::progress::{say, Progress};
 use crate::server::{App, Target};
 use crate::stats::{histogram, Percentiles};
+use crate::system::System;
 
 /// The scenarios, in the order `all` runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
@@ -114,43 +118,47 @@ impl Profile {
             fanout_clients: 10_000,
             fanout_per_call: 600,
             fanout_payloads: vec![100, 16 * 1024],
-            fanout_start_rate: 50.0,
+            // Low enough that the slowest peer sustains the first step, so that every system
+            // has a highest sustained rate.
+            fanout_start_rate: 10.0,
             broadcast_rooms: 10,
             room_size: 1_000,
-            broadcast_start_rate: 20.0,
+            broadcast_start_rate: 5.0,
             unicast_apps: 200,
             unicast_clients: 10_000,
-            unicast_start_rate: 1_000.0,
+            unicast_start_rate: 500.0,
             payload: 100,
             churn_members: 5_000,
             churn_workers: 32,
             churn_cycles_per_sec: 500.0,
-            churn_rate: 100.0,
+            // A fan-out every system sustains (12,000 deliveries/s), so that churn is compared
+            // beside the same background work.
+            churn_rate: 20.0,
             churn_secs: 30.0,
-            step_secs: 10.0,
-            max_steps: 12,
+            step_secs: 5.0,
+            max_steps: 16,
             step_factor: 1.5,
             drain_secs: 10.0,
             p99_limit_ms: 50.0,
         }
     }
 
-    /// Small sizes and short steps: every scenario in about a minute and a half.
+    /// Small sizes and one-second steps: every scenario of one system in about 20 seconds, so
+    /// that a run of Herald and every peer stays within a few minutes.
     pub fn quick() -> Profile {
         Profile {
-            idle_clients: 2_000,
+            idle_clients: 1_000,
             fanout_clients: 1_000,
             broadcast_rooms: 2,
             unicast_apps: 100,
             unicast_clients: 1_000,
             churn_members: 1_000,
             churn_workers: 8,
-            churn_rate: 50.0,
-            churn_secs: 4.0,
-            step_secs: 2.0,
-            max_steps: 8,
-            step_factor: 2.0,
-            drain_secs: 5.0,
+            churn_secs: 2.0,
+            step_secs: 1.0,
+            max_steps: 4,
+            step_factor: 4.0,
+            drain_secs: 3.0,
             ..Profile::full()
         }
     }
@@ -169,7 +177,7 @@ pub struct StepResult {
     pub counts: Counts,
     /// Messages received per second while calls were being made.
     pub deliveries_per_sec: f64,
-    /// API call to receipt.
+    /// API call to receipt (for the bare axum handler, which delivers nothing: the round trip).
     pub latency: Percentiles,
     /// HTTP round trip of the calls.
     pub round_trip: Percentiles,
@@ -183,6 +191,8 @@ pub struct StepResult {
     pub server_cpu_percent: f64,
     /// Server CPU time per delivered message, microseconds.
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// Server CPU time per accepted call, microseconds.
+    pub server_cpu_us_per_call: Option<f64>,
     /// Server resident memory at the end of the step.
     pub server_rss_bytes: u64,
     /// The benchmark's own CPU, percent of one core (when it nears 100% per core, the load
@@ -305,6 +315,8 @@ pub enum Outcome {
 
 /// What every scenario runs with.
 pub struct Ctx {
+    /// The system under test.
+    pub system: System,
     /// The server.
     pub target: Target,
     /// Its apps: app 0 for the room scenarios, the rest for unicast.
@@ -317,6 +329,10 @@ pub struct Ctx {
     pub epoch: Instant,
     /// Functional problems seen (lost messages, failed clients or calls), for `--check`.
     pub problems: Vec<String>,
+    /// What the peers dropped or cut off under load. Their delivery is at most once (NATS core,
+    /// MQTT QoS 0) or best effort, so a loss in a step that was not sustained is a result, not a
+    /// failure of the benchmark; for Herald, the same is a problem.
+    pub peer_losses: Vec<String>,
 }
 
 impl Ctx {
@@ -324,16 +340,12 @@ impl Ctx {
         procfs::usage(&self.target.pid.to_string()).unwrap_or_default()
     }
 
-    fn app0(&self) -> (usize, String) {
-        (0, self.apps[0].app_id.clone())
-    }
-
     /// Starts a fleet and waits for its set-up, noting failures as problems.
     async fn fleet(&mut self, name: &str, specs: Vec<ClientSpec>) -> (Fleet, Setup) {
         let n = specs.len();
         self.progress
             .set_label(format!("{name}: set-up of {n} clients"));
-        let fleet = Fleet::start(&self.target, &self.apps, specs, self.epoch);
+        let fleet = Fleet::start(self.system, &self.target, &self.apps, specs, self.epoch);
         self.progress.watch_fleet(Some(fleet.shared.clone()));
         let setup = fleet.wait_ready().await;
         say(format!(
@@ -374,7 +386,7 @@ impl Ctx {
         let shared = &fleet.shared;
         let rate = drive
             .rate
-            .map_or_else(|| "max".to_owned(), |r| format!("{r:.0}"));
+            .map_or_else(|| "max".to_owned(), crate::report::rate);
         self.progress.set_label(format!("{name} @ {rate} calls/s"));
         shared.latency.reset();
         let closed_total = |s: &fleet::Shared| s.closed().values().sum::<u64>();
@@ -384,7 +396,15 @@ impl Ctx {
             procfs::usage("self").unwrap_or_default(),
             Instant::now(),
         );
-        let mut sent = load::drive(self.target.addr, &self.apps, shared, load, drive).await;
+        let mut sent = load::drive(
+            self.system,
+            self.target.api,
+            &self.apps,
+            shared,
+            load,
+            drive,
+        )
+        .await;
         let window = t0.elapsed().as_secs_f64().max(1e-3);
         let in_window = shared.counts().received - c0.received;
         let drained = fleet
@@ -403,9 +423,14 @@ impl Ctx {
             unexpected: c1.unexpected.saturating_sub(c0.unexpected),
         };
         let closed = closed_total(shared) - closed0;
-        let latency = Percentiles::of(&shared.latency.merged());
         let round_trip = Percentiles::of(&sent.round_trip.take().unwrap_or_else(histogram));
+        let latency = if api::delivers(self.system) {
+            Percentiles::of(&shared.latency.merged())
+        } else {
+            round_trip
+        };
         let server_cpu_secs = s1.cpu_secs - s0.cpu_secs;
+        let ok_calls = sent.ok;
         // A paced drive offers its rate over its whole duration; a closed loop runs until its
         // last answer.
         let achieved = sent.ok as f64
@@ -430,8 +455,13 @@ impl Ctx {
         } else {
             None
         };
+        let losses = if self.system == System::Herald {
+            &mut self.problems
+        } else {
+            &mut self.peer_losses
+        };
         if counts.lost > 0 || counts.unexpected > 0 {
-            self.problems.push(format!(
+            losses.push(format!(
                 "{name} @ {rate}/s: {} of {} messages lost, {} unexpected; connections closed: {:?}",
                 counts.lost,
                 counts.expected,
@@ -439,16 +469,16 @@ impl Ctx {
                 shared.closed()
             ));
         }
+        if closed > 0 && counts.lost == 0 {
+            losses.push(format!(
+                "{name} @ {rate}/s: {closed} connections ended: {:?}",
+                shared.closed()
+            ));
+        }
         if sent.errors() > 0 {
             self.problems.push(format!(
                 "{name} @ {rate}/s: {} calls got no answer, other failures: {:?}",
                 sent.io_errors, sent.failed
-            ));
-        }
-        if closed > 0 && counts.lost == 0 {
-            self.problems.push(format!(
-                "{name} @ {rate}/s: {closed} connections ended: {:?}",
-                shared.closed()
             ));
         }
         let result = StepResult {
@@ -465,6 +495,7 @@ impl Ctx {
             server_cpu_percent: server_cpu_secs / secs * 100.0,
             server_cpu_us_per_delivery: (counts.received > 0)
                 .then(|| server_cpu_secs * 1e6 / counts.received as f64),
+            server_cpu_us_per_call: (ok_calls > 0).then(|| server_cpu_secs * 1e6 / ok_calls as f64),
             server_rss_bytes: s1.rss_bytes,
             bench_cpu_percent: (b1.cpu_secs - b0.cpu_secs) / secs * 100.0,
             sustained: missed.is_none(),
@@ -583,7 +614,6 @@ async fn idle(ctx: &mut Ctx) -> Idle {
         per(after.rss_bytes, before.rss_bytes)
     ));
     let load: Arc<dyn Workload> = Arc::new(Unicast {
-        app_ids: vec![ctx.apps[0].app_id.clone()],
         users: (0..n).map(|i| (0, format!("u{i}"))).collect(),
         payload: ctx.profile.payload,
     });
@@ -622,14 +652,14 @@ async fn fanout(ctx: &mut Ctx) -> Outcome {
     let mut runs = Vec::new();
     for payload in ctx.profile.fanout_payloads.clone() {
         let load: Arc<dyn Workload> = Arc::new(Fanout {
-            app: ctx.app0(),
+            app: 0,
             room: "r0".into(),
             members: (0..n).map(|i| format!("u{i}")).collect(),
             per_call,
             payload,
         });
         // Larger payloads start lower: the same bytes per second as 100-byte ones at most.
-        let start = (ctx.profile.fanout_start_rate * 100.0 / payload.max(100) as f64).max(5.0);
+        let start = (ctx.profile.fanout_start_rate * 100.0 / payload.max(100) as f64).max(1.0);
         let title = format!("fanout {}", bytes(payload));
         runs.push(ctx.step_up(title, &fleet, load, start, 4, per_call).await);
     }
@@ -649,11 +679,11 @@ async fn broadcast(ctx: &mut Ctx) -> Outcome {
         .collect();
     let (fleet, setup) = ctx.fleet("broadcast", specs).await;
     let load: Arc<dyn Workload> = Arc::new(Broadcast {
-        app: ctx.app0(),
+        app: 0,
         rooms: (0..rooms)
             .map(|r| {
                 let members: Vec<u32> = ((r * size) as u32..((r + 1) * size) as u32).collect();
-                (format!("r{r}"), Arc::from(members))
+                (Arc::from(format!("r{r}")), Arc::from(members))
             })
             .collect(),
         payload: ctx.profile.payload,
@@ -676,18 +706,22 @@ async fn unicast(ctx: &mut Ctx) -> Outcome {
     let users: Vec<(usize, String)> = (0..n)
         .map(|i| (apps[i % apps.len()], format!("u{i}")))
         .collect();
-    let specs = users
-        .iter()
-        .map(|(app, uid)| ClientSpec {
-            app: *app,
-            uid: uid.clone(),
-            login: true,
-            rooms: Vec::new(),
-        })
-        .collect();
+    // The bare axum handler delivers nothing: it gets the calls without clients.
+    let specs = if api::delivers(ctx.system) {
+        users
+            .iter()
+            .map(|(app, uid)| ClientSpec {
+                app: *app,
+                uid: uid.clone(),
+                login: true,
+                rooms: Vec::new(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (fleet, setup) = ctx.fleet("unicast", specs).await;
     let load: Arc<dyn Workload> = Arc::new(Unicast {
-        app_ids: ctx.apps.iter().map(|a| a.app_id.clone()).collect(),
         users,
         payload: ctx.profile.payload,
     });
@@ -717,7 +751,7 @@ async fn churn(ctx: &mut Ctx) -> Churn {
     let n = ctx.profile.churn_members;
     let (fleet, setup) = ctx.fleet("churn", room_members(n, "m", "r0")).await;
     let load: Arc<dyn Workload> = Arc::new(Fanout {
-        app: ctx.app0(),
+        app: 0,
         room: "r0".into(),
         members: (0..n).map(|i| format!("m{i}")).collect(),
         per_call: ctx.profile.fanout_per_call.min(n),
@@ -728,7 +762,12 @@ async fn churn(ctx: &mut Ctx) -> Churn {
     let started = Instant::now();
     let churners: Vec<_> = (0..ctx.profile.churn_workers)
         .map(|w| {
-            let (target, app, stop) = (ctx.target.clone(), ctx.apps[0].clone(), stop.clone());
+            let (system, target, app, stop) = (
+                ctx.system,
+                ctx.target.clone(),
+                ctx.apps[0].clone(),
+                stop.clone(),
+            );
             let (of, rate) = (
                 ctx.profile.churn_workers as u64,
                 ctx.profile.churn_cycles_per_sec,
@@ -747,9 +786,8 @@ async fn churn(ctx: &mut Ctx) -> Churn {
                     }
                     let t = Instant::now();
                     let uid = format!("c{w}x{c}");
-                    match tokio::time::timeout(Duration::from_secs(10), cycle(&target, &app, &uid))
-                        .await
-                    {
+                    let cycle = clients::cycle(system, &target, &app, &uid, "r0");
+                    match tokio::time::timeout(Duration::from_secs(10), cycle).await {
                         Ok(Ok(())) => {
                             h.saturating_record(t.elapsed().as_micros() as u64);
                         }
@@ -808,16 +846,6 @@ async fn churn(ctx: &mut Ctx) -> Churn {
         server_rss_before: rss_before,
         server_rss_after: rss_after,
     }
-}
-
-/// One churn cycle: connect, log in, join `r0`, leave it, close.
-async fn cycle(target: &Target, app: &App, uid: &str) -> anyhow::Result<()> {
-    let mut ws = fleet::connect(target, app).await?;
-    fleet::login(&mut ws, app, uid).await?;
-    fleet::join(&mut ws, app, "r0", uid).await?;
-    fleet::leave(&mut ws, "r0").await?;
-    ws.send_close(1000).await?;
-    Ok(())
 }
 
 /// "100 B", "16 KiB".

@@ -1,6 +1,6 @@
-//! The server under test: the apps the benchmark uses, the configuration it writes, and a
-//! `herald serve --config` it can start (a fresh one per scenario, so each scenario's memory and
-//! CPU figures start from a clean process).
+//! The server under test: the apps the benchmark uses, the configuration it writes for Herald, and
+//! the processes it starts (a fresh one per scenario and system, so each run's memory and CPU
+//! figures start from a clean process).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 
 use crate::http::AccessKey;
 
@@ -108,74 +108,109 @@ pub fn read_apps(path: &Path) -> anyhow::Result<Vec<App>> {
 /// Where the server under test is.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Its address.
+    /// Where its WebSocket clients connect.
     pub addr: SocketAddr,
+    /// Where its API side takes calls (Herald's OpenAPI, a NATS or MQTT port, an HTTP endpoint);
+    /// the same as `addr` for Herald.
+    pub api: SocketAddr,
     /// Its pid, for `/proc`.
     pub pid: u32,
 }
 
 impl Target {
-    /// The `Host` header value.
+    /// The `Host` header value of the WebSocket side.
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
 }
 
-/// A `herald serve` started by the benchmark. Killed when dropped.
+/// A server process started by the benchmark (Herald or a peer). Killed when dropped.
 #[derive(Debug)]
-pub struct Herald {
+pub struct Running {
     child: Child,
     /// Where it listens, and its pid.
     pub target: Target,
-    /// Its log (stdout and stderr).
+    /// Its log (stderr, and stdout unless it announces its address there).
     pub log: PathBuf,
 }
 
-impl Herald {
-    /// Starts `bin serve --config config` and waits until it prints the address it listens on.
-    pub async fn start(bin: &Path, config: &Path, log: PathBuf) -> anyhow::Result<Herald> {
+/// How a started server shows it is ready.
+#[derive(Debug, Clone, Copy)]
+pub enum Ready<'a> {
+    /// It prints `<prefix>http://ADDR` on stdout; ADDR is both its WebSocket and API address.
+    Announces(&'a str),
+    /// It accepts TCP connections on these addresses: (WebSocket, API).
+    Listens(SocketAddr, SocketAddr),
+}
+
+/// How long a server may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Running {
+    /// Starts `herald serve --config config` and waits until it prints its address.
+    pub async fn herald(bin: &Path, config: &Path, log: PathBuf) -> anyhow::Result<Running> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve").arg("--config").arg(config);
+        Running::start(cmd, log, Ready::Announces("herald listening on ")).await
+    }
+
+    /// Starts `cmd` with its output in `log` and waits until it is ready.
+    pub async fn start(
+        mut cmd: Command,
+        log: PathBuf,
+        ready: Ready<'_>,
+    ) -> anyhow::Result<Running> {
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::piped())
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let stdout = match ready {
+            Ready::Announces(_) => Stdio::piped(),
+            Ready::Listens(..) => Stdio::from(log_file.try_clone()?),
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(stdout)
             .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
+            .with_context(|| format!("cannot start {program}"))?;
         let pid = child
             .id()
-            .ok_or_else(|| anyhow!("the server exited at once"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(rest) = line.strip_prefix("herald listening on http://") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    return addr
-                        .parse::<SocketAddr>()
-                        .with_context(|| format!("unexpected address in {line:?}"));
-                }
+            .ok_or_else(|| anyhow!("{program} exited at once"))?;
+        let waited = match ready {
+            Ready::Announces(prefix) => {
+                let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+                tokio::time::timeout(START_TIMEOUT, announced(stdout, prefix))
+                    .await
+                    .map(|r| r.map(|addr| (addr, addr)))
             }
-            bail!("the server exited before listening")
-        })
-        .await
-        .map_err(|_| anyhow!("the server did not start listening within 30 s"))?
-        .with_context(|| {
-            format!(
-                "{} failed to start; its log, {}:\n{}",
-                bin.display(),
-                log.display(),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        })?;
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Herald {
+            Ready::Listens(ws, api) => {
+                tokio::time::timeout(START_TIMEOUT, async {
+                    for addr in [ws, api] {
+                        while tokio::net::TcpStream::connect(addr).await.is_err() {
+                            if let Ok(Some(status)) = child.try_wait() {
+                                bail!("{program} exited ({status}) before listening");
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    Ok((ws, api))
+                })
+                .await
+            }
+        };
+        let (addr, api) = waited
+            .map_err(|_| anyhow!("{program} did not start listening within 30 s"))?
+            .with_context(|| {
+                format!(
+                    "{program} failed to start; its log, {}:\n{}",
+                    log.display(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })?;
+        Ok(Running {
             child,
-            target: Target { addr, pid },
+            target: Target { addr, api, pid },
             log,
         })
     }
@@ -192,6 +227,32 @@ impl Herald {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// Reads stdout until a line `<prefix>http://ADDR …`, then keeps draining it in the background
+/// so the server never blocks on a full pipe.
+async fn announced(stdout: ChildStdout, prefix: &str) -> anyhow::Result<SocketAddr> {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(rest) = line
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix("http://"))
+        {
+            let addr = rest.split_whitespace().next().unwrap_or_default();
+            let addr = addr
+                .parse::<SocketAddr>()
+                .with_context(|| format!("unexpected address in {line:?}"))?;
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok(addr);
+        }
+    }
+    bail!("the server exited before listening")
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (for servers configured by file).
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
+    Ok(l.local_addr()?)
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! A minimal WebSocket client, just enough to be many of Herald's clients at once.
+//! A minimal WebSocket client, just enough to be many clients of Herald and its peers at once.
 //!
 //! Why not `tokio-tungstenite`: a load generator that shares two cores with the server must spend
 //! as little as it can per received message. This client parses frames in place in one growable
 //! buffer per connection (no allocation per message, no copy of the payload), and knows only what
-//! Herald sends: unfragmented, unmasked frames, no extensions. Anything else is an error, which
-//! the benchmark counts rather than tolerates.
+//! Herald and the peers send: unfragmented, unmasked frames, no extensions. Anything else is an
+//! error, which the benchmark counts rather than tolerates.
 
 use std::io;
 use std::net::SocketAddr;
@@ -183,7 +183,7 @@ pub fn encode_client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
 }
 
 /// `Sec-WebSocket-Accept` for a key.
-fn accept_key(key: &str) -> String {
+pub fn accept_key(key: &str) -> String {
     let mut h = Sha1::new();
     h.update(key.as_bytes());
     h.update(ACCEPT_GUID.as_bytes());
@@ -207,12 +207,25 @@ impl WsClient {
         path: &str,
         read_buffer: usize,
     ) -> io::Result<WsClient> {
+        Self::connect_with_protocol(addr, host, path, None, read_buffer).await
+    }
+
+    /// Like [`WsClient::connect`], asking for a subprotocol (`mqtt` for MQTT over WebSocket).
+    pub async fn connect_with_protocol(
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        protocol: Option<&str>,
+        read_buffer: usize,
+    ) -> io::Result<WsClient> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let key = STANDARD.encode(rand::thread_rng().gen::<[u8; 16]>());
+        let protocol =
+            protocol.map_or_else(String::new, |p| format!("Sec-WebSocket-Protocol: {p}\r\n"));
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{protocol}\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut frames = FrameBuf::new(read_buffer);
@@ -266,6 +279,11 @@ impl WsClient {
         self.send(OP_TEXT, text.as_bytes()).await
     }
 
+    /// Sends a binary frame (NATS and MQTT over WebSocket).
+    pub async fn send_binary(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.send(OP_BINARY, payload).await
+    }
+
     /// Answers a ping.
     pub async fn send_pong(&mut self, payload: &[u8]) -> io::Result<()> {
         self.send(OP_PONG, payload).await
@@ -292,6 +310,39 @@ impl WsClient {
                     Frame::Ping(p) => pong = Some(p.to_vec()),
                     Frame::Pong => {}
                     Frame::Binary(_) => return Err(invalid("message before set-up finished")),
+                    Frame::Close(code) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!("closed by the server during set-up ({code:?})"),
+                        ))
+                    }
+                }
+            } else if self.fill().await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed during set-up",
+                ));
+            }
+            if let Some(p) = pong {
+                self.send_pong(&p).await?;
+            }
+        }
+    }
+}
+
+impl WsClient {
+    /// Waits for the next data frame, answering pings on the way: `(true, text)` or
+    /// `(false, binary)`. A close frame is an error. For the set-up exchanges of the peers'
+    /// protocols (it copies the payload).
+    pub async fn next_data(&mut self) -> io::Result<(bool, Vec<u8>)> {
+        loop {
+            let mut pong = None;
+            if let Some(frame) = self.frames.next_frame()? {
+                match frame {
+                    Frame::Text(t) => return Ok((true, t.to_vec())),
+                    Frame::Binary(b) => return Ok((false, b.to_vec())),
+                    Frame::Ping(p) => pong = Some(p.to_vec()),
+                    Frame::Pong => {}
                     Frame::Close(code) => {
                         return Err(io::Error::new(
                             io::ErrorKind::ConnectionAborted,
