@@ -27,6 +27,8 @@ fn colour(system: System) -> RGBColor {
         System::Socketio => RGBColor(148, 103, 189),
         System::RawWriter => RGBColor(60, 60, 60),
         System::BareAxum => RGBColor(255, 127, 14),
+        System::Cluster1 => RGBColor(240, 128, 128),
+        System::Cluster3 => RGBColor(140, 20, 20),
     }
 }
 

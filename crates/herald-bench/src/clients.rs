@@ -83,7 +83,9 @@ impl Decoder {
     /// The decoder for a client of `system` that has just been set up.
     pub fn new(system: System) -> Decoder {
         match system {
-            System::Herald => Decoder::Herald { last_msgid: 0 },
+            System::Herald | System::Cluster1 | System::Cluster3 => {
+                Decoder::Herald { last_msgid: 0 }
+            }
             System::Nats => Decoder::Nats(Reassembly::default()),
             System::Mosquitto => Decoder::Mqtt(Reassembly::default()),
             System::Socketio => Decoder::SocketIo,
@@ -184,8 +186,8 @@ pub async fn set_up(
 ) -> anyhow::Result<(WsClient, Decoder)> {
     let host = target.host();
     let ws = match system {
-        System::Herald => {
-            let mut ws = fleet::connect(target, app).await?;
+        System::Herald | System::Cluster1 | System::Cluster3 => {
+            let mut ws = fleet::connect(target, index.unwrap_or(0), app).await?;
             if spec.login {
                 fleet::login(&mut ws, app, &spec.uid).await?;
             }
@@ -274,7 +276,7 @@ pub async fn cycle(
     };
     let (mut ws, _) = set_up(system, target, app, &spec, None).await?;
     match system {
-        System::Herald => fleet::leave(&mut ws, room).await?,
+        System::Herald | System::Cluster1 | System::Cluster3 => fleet::leave(&mut ws, room).await?,
         System::Nats => {
             let mut out = Vec::new();
             nats::unsub(&mut out, 2);

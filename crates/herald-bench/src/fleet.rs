@@ -290,10 +290,11 @@ pub fn token(app: &App, room: &str, uid: &str) -> String {
     t.serialize(&app.app_key)
 }
 
-/// Connects and upgrades.
-pub async fn connect(target: &Target, app: &App) -> anyhow::Result<WsClient> {
+/// Connects client `index` (to its node, for a cluster) and upgrades.
+pub async fn connect(target: &Target, index: usize, app: &App) -> anyhow::Result<WsClient> {
     let path = format!("{GATEWAY_PATH}?appId={}", app.app_id);
-    WsClient::connect(target.addr, &target.host(), &path, READ_BUFFER)
+    let addr = target.node(index);
+    WsClient::connect(addr, &addr.to_string(), &path, READ_BUFFER)
         .await
         .context("connect")
 }

@@ -35,6 +35,7 @@ pub mod payload;
 pub mod peers;
 pub mod procfs;
 pub mod progress;
+pub mod redis;
 pub mod report;
 pub mod scenario;
 pub mod server;

@@ -24,7 +24,7 @@ use crate::api::{self, ApiConn};
 use crate::fleet::Shared;
 use crate::http::Answer;
 use crate::payload::stamped;
-use crate::server::App;
+use crate::server::{App, Target};
 use crate::stats::histogram;
 use crate::system::System;
 
@@ -238,11 +238,12 @@ pub struct Drive {
 /// sending until answers come back, and the achieved rate falls below the offered one.
 const MAX_IN_FLIGHT: usize = 512;
 
-/// Issues calls of `load` to `system`'s API at `addr` as `drive` says, counting each accepted
-/// call's recipients in `fleet` (when the system delivers).
+/// Issues calls of `load` to `system`'s API at `target` as `drive` says (a cluster's nodes in
+/// turn, one per connection), counting each accepted call's recipients in `fleet` (when the
+/// system delivers).
 pub async fn drive(
     system: System,
-    addr: SocketAddr,
+    target: &Target,
     apps: &Arc<[App]>,
     fleet: &Arc<Shared>,
     load: &Arc<dyn Workload>,
@@ -255,7 +256,7 @@ pub async fn drive(
             let (apps, fleet, load) = (apps.clone(), fleet.clone(), load.clone());
             let worker = Worker {
                 system,
-                addr,
+                addr: target.api_for(w),
                 apps,
                 fleet,
                 load,

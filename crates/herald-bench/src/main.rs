@@ -73,7 +73,8 @@ struct RunArgs {
     /// Herald (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', requires = "herald_bin")]
     peers: Vec<System>,
-    /// Run every peer and limit (`--peers nats,mosquitto,socketio,raw-writer,bare-axum`).
+    /// Run every peer and limit and Herald in cluster mode
+    /// (`--peers nats,mosquitto,socketio,raw-writer,bare-axum,cluster1,cluster3`).
     #[arg(long, conflicts_with = "peers", requires = "herald_bin")]
     all_peers: bool,
     /// The `nats-server` program.
@@ -82,6 +83,9 @@ struct RunArgs {
     /// The `mosquitto` program.
     #[arg(long, value_name = "PATH", default_value = "mosquitto")]
     mosquitto_bin: PathBuf,
+    /// The `redis-server` program, for Herald in cluster mode (`cluster1`, `cluster3`).
+    #[arg(long, value_name = "PATH", default_value = "redis-server")]
+    redis_bin: PathBuf,
     /// The `node` program, for the Socket.IO server.
     #[arg(long, value_name = "PATH", default_value = "node")]
     node_bin: PathBuf,
@@ -212,14 +216,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     )
                 })?,
             };
-            (
-                apps,
-                Some(Target {
-                    addr,
-                    api: addr,
-                    pid,
-                }),
-            )
+            (apps, Some(Target::single(addr, addr, pid)))
         }
         (None, None) => {
             bail!("give --herald-bin PATH (start Herald) or --server ADDR --config FILE")
@@ -229,6 +226,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut systems = vec![System::Herald];
     if args.all_peers {
         systems.extend(System::PEERS);
+        systems.extend(System::CLUSTERS);
     } else {
         systems.extend(args.peers.iter().copied().filter(|s| *s != System::Herald));
     }
@@ -241,6 +239,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         node: args.node_bin.clone(),
         socketio_dir: args.socketio_dir.clone(),
         me: std::env::current_exe().context("cannot find this program")?,
+        redis: args.redis_bin.clone(),
     };
     if let Some(dir) = &args.charts {
         // Fail before the run, not after it.
@@ -254,10 +253,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map_or(0, |d| d.as_secs());
     let mut ctx = Ctx {
         system: System::Herald,
-        target: external.clone().unwrap_or(Target {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            api: SocketAddr::from(([127, 0, 0, 1], 0)),
-            pid: 0,
+        target: external.clone().unwrap_or_else(|| {
+            let none = SocketAddr::from(([127, 0, 0, 1], 0));
+            Target::single(none, none, 0)
         }),
         apps: Arc::from(apps),
         profile: profile.clone(),
@@ -284,7 +282,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         ctx.target = r.target.clone();
                         Some(r)
                     }
-                    Err(e) if system != System::Herald => {
+                    Err(e) if !system.is_herald() => {
                         say(format!(
                             "== {name} on {}: cannot start: {e:#}",
                             system.label()
@@ -382,5 +380,7 @@ fn system_tag(system: System) -> &'static str {
         System::Socketio => "socketio",
         System::RawWriter => "raw-writer",
         System::BareAxum => "bare-axum",
+        System::Cluster1 => "cluster1",
+        System::Cluster3 => "cluster3",
     }
 }

@@ -378,6 +378,74 @@ impl Report {
         }
     }
 
+    /// Herald on one node against Herald in cluster mode on Redis (issue 4): the highest
+    /// sustained step of each, p99 at half that rate, and what Redis did per API call.
+    fn cross_node(&self, out: &mut String) {
+        if !self
+            .systems
+            .iter()
+            .any(|s| s.herald_nodes() > 0 && *s != System::Herald)
+        {
+            return;
+        }
+        out.push_str("### Cluster mode\n\nHerald alone, and Herald in cluster mode on one `redis-server` with one node and with three nodes, all on this machine. The clients are spread over the nodes in turn, and so are the API connections, so two thirds of a call's recipients are on other nodes. Server CPU counts every node and Redis. Redis commands per call count the nodes' heartbeats too, and every command a script runs beside the `evalsha` that ran it.\n\n");
+        for title in self.stepped_titles() {
+            let runs: Vec<(System, &Stepped)> = self
+                .stepped_by_title(&title)
+                .into_iter()
+                .filter(|(s, _)| s.herald_nodes() > 0)
+                .collect();
+            if runs.len() < 2 {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "**{title}**, Herald's modes: the highest sustained step of each.\n\n| system | nodes | calls/s | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms | p99 at half rate | Redis commands per call | by command | Redis CPU µs/call |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+            );
+            for (system, run) in runs {
+                let half = run
+                    .at_half
+                    .as_ref()
+                    .map_or_else(|| "–".to_owned(), |h| ms(h.latency.p99_ms));
+                let Some(b) = best(run) else {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | no step sustained | | | | | {half} | | | |",
+                        system.label(),
+                        system.herald_nodes()
+                    );
+                    continue;
+                };
+                let (commands, by, redis_cpu) = match &b.redis {
+                    Some(r) => (
+                        format!("{:.2}", r.commands_per_call),
+                        r.per_call
+                            .iter()
+                            .filter(|(_, v)| **v >= 0.005)
+                            .map(|(k, v)| format!("{k} {v:.2}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        format!("{:.1}", r.cpu_us_per_call),
+                    ),
+                    None => ("–".to_owned(), "–".to_owned(), "–".to_owned()),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {}{} | {} | {} | {} | {} | {half} | {commands} | {by} | {redis_cpu} |",
+                    system.label(),
+                    system.herald_nodes(),
+                    if run.capped { "≥ " } else { "" },
+                    rate(b.achieved),
+                    rate(b.deliveries_per_sec),
+                    opt_us(b.server_cpu_us_per_delivery),
+                    ms(b.latency.p50_ms),
+                    ms(b.latency.p99_ms),
+                );
+            }
+            out.push('\n');
+        }
+    }
+
     /// The issue's targets, checked against this run.
     fn targets(&self, out: &mut String) {
         out.push_str("| target (issue 3) | Herald | compared with | |\n|---|---|---|---|\n");
@@ -398,6 +466,19 @@ impl Report {
             let Some((_, herald)) = runs.iter().find(|(s, _)| *s == System::Herald) else {
                 continue;
             };
+            if let Some(h) = runs
+                .iter()
+                .find(|(s, _)| *s == System::Cluster3)
+                .and_then(|(_, r)| r.at_half.as_ref())
+            {
+                let p99 = h.latency.p99_ms;
+                let _ = writeln!(
+                    out,
+                    "| {title}, three nodes on Redis (issue 4): p99 across nodes at most 10 ms at half the highest sustained rate | {} ms | 10 ms | {} |",
+                    ms(p99),
+                    at_most(p99, 10.0)
+                );
+            }
             if title.starts_with("fanout") {
                 if let Some(h) = &herald.at_half {
                     let p99 = h.latency.p99_ms;
@@ -412,7 +493,7 @@ impl Report {
                 // The best peer: the most deliveries/s, and separately the least CPU per delivery.
                 let peers: Vec<(System, &StepResult)> = runs
                     .iter()
-                    .filter(|(s, _)| *s != System::Herald && !s.is_limit())
+                    .filter(|(s, _)| !s.is_herald() && !s.is_limit())
                     .filter_map(|(s, r)| best(r).map(|b| (*s, b)))
                     .collect();
                 let cpu = |b: &StepResult| b.server_cpu_us_per_delivery.unwrap_or(f64::MAX);
@@ -509,7 +590,7 @@ impl Report {
                 }
             }
         }
-        if !self.systems.iter().any(|s| *s != System::Herald) {
+        if !self.systems.iter().any(|s| !s.is_herald()) {
             out.push_str("| fan-out CPU per delivery and deliveries/s against the peers and the raw-writer limit; signed `SendUnicast` against a bare axum handler | – | – | needs the peers: run without `--herald-only` |\n");
         }
         out.push('\n');
@@ -538,6 +619,7 @@ impl Report {
         }
         out.push_str("### Side by side\n\n");
         self.side_by_side(&mut out);
+        self.cross_node(&mut out);
         out.push_str("### Targets\n\n");
         self.targets(&mut out);
         if !self.peer_losses.is_empty() {

@@ -19,6 +19,7 @@ use crate::fleet::{self, ClientSpec, Counts, Fleet, Setup};
 use crate::load::{self, Broadcast, Drive, Fanout, Sent, Unicast, Workload};
 use crate::procfs::{self, Usage};
 use crate::progress::{say, Progress};
+use crate::redis;
 use crate::server::{App, Target};
 use crate::stats::{histogram, Percentiles};
 use crate::system::System;
@@ -198,11 +199,25 @@ pub struct StepResult {
     /// The benchmark's own CPU, percent of one core (when it nears 100% per core, the load
     /// generator shares the bottleneck).
     pub bench_cpu_percent: f64,
+    /// What the cluster's Redis did over the step and its drain (clusters only).
+    pub redis: Option<RedisStep>,
     /// True when the step met every condition: nothing lost, no error, no connection closed,
     /// drained in time, at least 95% of the offered rate achieved, p99 within the limit.
     pub sustained: bool,
     /// The first condition it missed.
     pub missed: Option<String>,
+}
+
+/// A cluster's Redis over one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisStep {
+    /// Commands Redis ran per accepted API call (the nodes' heartbeats included), counting the
+    /// commands scripts run beside the `evalsha` that ran them.
+    pub commands_per_call: f64,
+    /// The same by command.
+    pub per_call: BTreeMap<String, f64>,
+    /// Redis CPU time per accepted API call, microseconds.
+    pub cpu_us_per_call: f64,
 }
 
 impl StepResult {
@@ -336,8 +351,22 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// CPU time and memory of every process of the server (a cluster's nodes and Redis).
     fn server_usage(&self) -> Usage {
-        procfs::usage(&self.target.pid.to_string()).unwrap_or_default()
+        let mut total = Usage::default();
+        for pid in &self.target.pids {
+            let u = procfs::usage(&pid.to_string()).unwrap_or_default();
+            total.cpu_secs += u.cpu_secs;
+            total.rss_bytes += u.rss_bytes;
+        }
+        total
+    }
+
+    /// The cluster's Redis: commands it has run and its CPU seconds (`None` for other systems
+    /// or when Redis cannot be read).
+    async fn redis_usage(&self) -> Option<redis::Counters> {
+        let addr = self.target.redis?;
+        redis::counters(addr).await.ok()
     }
 
     /// Starts a fleet and waits for its set-up, noting failures as problems.
@@ -391,20 +420,14 @@ impl Ctx {
         shared.latency.reset();
         let closed_total = |s: &fleet::Shared| s.closed().values().sum::<u64>();
         let (c0, closed0) = (shared.counts(), closed_total(shared));
+        let r0 = self.redis_usage().await;
         let (s0, b0, t0) = (
             self.server_usage(),
             procfs::usage("self").unwrap_or_default(),
             Instant::now(),
         );
-        let mut sent = load::drive(
-            self.system,
-            self.target.api,
-            &self.apps,
-            shared,
-            load,
-            drive,
-        )
-        .await;
+        let mut sent =
+            load::drive(self.system, &self.target, &self.apps, shared, load, drive).await;
         let window = t0.elapsed().as_secs_f64().max(1e-3);
         let in_window = shared.counts().received - c0.received;
         let drained = fleet
@@ -415,6 +438,7 @@ impl Ctx {
             procfs::usage("self").unwrap_or_default(),
         );
         let secs = t0.elapsed().as_secs_f64().max(1e-3);
+        let r1 = self.redis_usage().await;
         let c1 = shared.counts();
         let counts = Counts {
             expected: c1.expected - c0.expected,
@@ -455,7 +479,7 @@ impl Ctx {
         } else {
             None
         };
-        let losses = if self.system == System::Herald {
+        let losses = if self.system.is_herald() {
             &mut self.problems
         } else {
             &mut self.peer_losses
@@ -498,6 +522,19 @@ impl Ctx {
             server_cpu_us_per_call: (ok_calls > 0).then(|| server_cpu_secs * 1e6 / ok_calls as f64),
             server_rss_bytes: s1.rss_bytes,
             bench_cpu_percent: (b1.cpu_secs - b0.cpu_secs) / secs * 100.0,
+            redis: r0.zip(r1).map(|(r0, r1)| {
+                let d = r0.since(&r1);
+                let per = |n: f64| n / (ok_calls.max(1) as f64);
+                RedisStep {
+                    commands_per_call: per(d.total() as f64),
+                    per_call: d
+                        .calls
+                        .iter()
+                        .map(|(k, v)| (k.clone(), per(*v as f64)))
+                        .collect(),
+                    cpu_us_per_call: per(d.cpu_secs * 1e6),
+                }
+            }),
             sustained: missed.is_none(),
             missed,
         };

@@ -105,22 +105,61 @@ pub fn read_apps(path: &Path) -> anyhow::Result<Vec<App>> {
         .collect()
 }
 
-/// Where the server under test is.
+/// Where the server under test is. A cluster is several nodes (each both a WebSocket and an API
+/// address) and the processes that make it up (the nodes and Redis).
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Where its WebSocket clients connect.
+    /// Where its WebSocket clients connect (the first node's address for a cluster).
     pub addr: SocketAddr,
     /// Where its API side takes calls (Herald's OpenAPI, a NATS or MQTT port, an HTTP endpoint);
     /// the same as `addr` for Herald.
     pub api: SocketAddr,
-    /// Its pid, for `/proc`.
+    /// Its pid, for `/proc` (the first node's for a cluster).
     pub pid: u32,
+    /// Every node's address, `addr` first; client `i` connects to node `i % len` and API
+    /// connection `w` calls node `w % len`. One entry for a single server.
+    pub nodes: Vec<SocketAddr>,
+    /// Every process whose CPU time and memory count as the server's: the nodes and Redis.
+    pub pids: Vec<u32>,
+    /// The cluster's Redis, for its command counts.
+    pub redis: Option<SocketAddr>,
 }
 
 impl Target {
+    /// A server of one process.
+    pub fn single(addr: SocketAddr, api: SocketAddr, pid: u32) -> Target {
+        Target {
+            addr,
+            api,
+            pid,
+            nodes: vec![addr],
+            pids: vec![pid],
+            redis: None,
+        }
+    }
+
     /// The `Host` header value of the WebSocket side.
     pub fn host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The WebSocket address client `index` connects to (clients are spread over the nodes).
+    pub fn node(&self, index: usize) -> SocketAddr {
+        if self.nodes.is_empty() {
+            self.addr
+        } else {
+            self.nodes[index % self.nodes.len()]
+        }
+    }
+
+    /// The API address of API connection `worker`: the API address of a single server, the
+    /// nodes in turn for a cluster.
+    pub fn api_for(&self, worker: usize) -> SocketAddr {
+        if self.nodes.len() > 1 {
+            self.nodes[worker % self.nodes.len()]
+        } else {
+            self.api
+        }
     }
 }
 
@@ -132,6 +171,9 @@ pub struct Running {
     pub target: Target,
     /// Its log (stderr, and stdout unless it announces its address there).
     pub log: PathBuf,
+    /// The other processes of a cluster (the other nodes, then Redis), stopped after this one
+    /// in this order.
+    pub companions: Vec<Running>,
 }
 
 /// How a started server shows it is ready.
@@ -210,12 +252,13 @@ impl Running {
             })?;
         Ok(Running {
             child,
-            target: Target { addr, api, pid },
+            target: Target::single(addr, api, pid),
             log,
+            companions: Vec::new(),
         })
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL after 5 s).
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s), then its companions in order.
     pub async fn stop(mut self) {
         if let Ok(pid) = i32::try_from(self.target.pid) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -225,6 +268,9 @@ impl Running {
             .is_err()
         {
             let _ = self.child.kill().await;
+        }
+        for c in std::mem::take(&mut self.companions) {
+            Box::pin(c.stop()).await;
         }
     }
 }

@@ -7,6 +7,7 @@
 //! Socket.IO room), and an API side that sends one payload to a list of users or to a room (see
 //! [`crate::api`]).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -32,6 +33,11 @@ pub enum System {
     RawWriter,
     /// `herald-bench bare-axum`: the HTTP path's limit (unicast only).
     BareAxum,
+    /// Herald in cluster mode, one node on a `redis-server` (what Redis costs a node).
+    Cluster1,
+    /// Herald in cluster mode, three nodes on one `redis-server`, on this machine: clients and
+    /// API calls spread over the nodes, so most recipients of a call are on other nodes.
+    Cluster3,
 }
 
 impl System {
@@ -44,6 +50,23 @@ impl System {
         System::BareAxum,
     ];
 
+    /// Herald in cluster mode, one node and three (`--peers cluster1,cluster3`).
+    pub const CLUSTERS: [System; 2] = [System::Cluster1, System::Cluster3];
+
+    /// True for Herald, in either mode (its clients and API speak Herald's protocol).
+    pub fn is_herald(self) -> bool {
+        matches!(self, System::Herald | System::Cluster1 | System::Cluster3)
+    }
+
+    /// Herald nodes it runs (0 for the other systems).
+    pub fn herald_nodes(self) -> usize {
+        match self {
+            System::Herald | System::Cluster1 => 1,
+            System::Cluster3 => 3,
+            _ => 0,
+        }
+    }
+
     /// The name tables and charts use.
     pub fn label(self) -> &'static str {
         match self {
@@ -53,14 +76,20 @@ impl System {
             System::Socketio => "Socket.IO",
             System::RawWriter => "raw writer (limit)",
             System::BareAxum => "bare axum (HTTP limit)",
+            System::Cluster1 => "Herald on Redis, 1 node",
+            System::Cluster3 => "Herald on Redis, 3 nodes",
         }
     }
 
     /// Whether the system takes part in `scenario`. The bare axum handler delivers nothing: it is
-    /// the limit of the unicast API path only.
+    /// the limit of the unicast API path only. A cluster runs the room scenarios whose calls
+    /// reach many nodes (fan-out, broadcast).
     pub fn runs(self, scenario: Scenario) -> bool {
         match self {
             System::BareAxum => scenario == Scenario::Unicast,
+            System::Cluster1 | System::Cluster3 => {
+                matches!(scenario, Scenario::Fanout | Scenario::Broadcast)
+            }
             _ => true,
         }
     }
@@ -86,6 +115,8 @@ pub struct Programs {
     pub socketio_dir: PathBuf,
     /// This program (for `raw-writer` and `bare-axum`).
     pub me: PathBuf,
+    /// `redis-server`, for the clusters.
+    pub redis: PathBuf,
 }
 
 /// The NATS configuration: the client port for the API side, and the WebSocket listener without
@@ -153,7 +184,60 @@ pub async fn start(
             cmd.arg(sub).arg("--listen").arg("127.0.0.1:0");
             Running::start(cmd, log, Ready::Announces(prefix)).await
         }
+        System::Cluster1 | System::Cluster3 => {
+            start_cluster(system.herald_nodes(), programs, herald_config, dir, tag).await
+        }
     }
+}
+
+/// Starts a `redis-server` on a free port (no persistence) and `nodes` Herald nodes on it, each
+/// with `herald_config` and a `[cluster]` section. The first node is the returned process; the
+/// other nodes and Redis are its companions.
+async fn start_cluster(
+    nodes: usize,
+    programs: &Programs,
+    herald_config: &Path,
+    dir: &Path,
+    tag: &str,
+) -> anyhow::Result<Running> {
+    let redis_addr = free_port()?;
+    let mut cmd = Command::new(&programs.redis);
+    cmd.args(["--bind", "127.0.0.1", "--port"])
+        .arg(redis_addr.port().to_string())
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
+    let redis = Running::start(
+        cmd,
+        dir.join(format!("{tag}-redis.log")),
+        Ready::Listens(redis_addr, redis_addr),
+    )
+    .await?;
+    let base = std::fs::read_to_string(herald_config)
+        .with_context(|| format!("cannot read {}", herald_config.display()))?;
+    let mut started = Vec::new();
+    for n in 0..nodes.max(1) {
+        let config = dir.join(format!("{tag}-node{n}.toml"));
+        std::fs::write(&config, cluster_config(&base, redis_addr, n))
+            .with_context(|| format!("cannot write {}", config.display()))?;
+        let log = dir.join(format!("{tag}-node{n}.log"));
+        started.push(Running::herald(&programs.herald, &config, log).await?);
+    }
+    let mut first = started.remove(0);
+    first.target.nodes = std::iter::once(first.target.addr)
+        .chain(started.iter().map(|r| r.target.addr))
+        .collect();
+    first.target.pids = std::iter::once(first.target.pid)
+        .chain(started.iter().map(|r| r.target.pid))
+        .chain([redis.target.pid])
+        .collect();
+    first.target.redis = Some(redis_addr);
+    first.companions = started;
+    first.companions.push(redis);
+    Ok(first)
+}
+
+/// Herald's benchmark configuration as node `n` of a cluster on the Redis at `redis`.
+fn cluster_config(base: &str, redis: SocketAddr, n: usize) -> String {
+    format!("{base}\n[cluster]\nredis = \"redis://{redis}\"\nnode_id = \"bench-node-{n}\"\n")
 }
 
 #[cfg(test)]
@@ -171,10 +255,28 @@ mod tests {
     }
 
     #[test]
-    fn only_the_http_limit_skips_scenarios() {
+    fn the_limits_and_clusters_run_only_their_scenarios() {
         for s in Scenario::ALL {
             assert!(System::Nats.runs(s) && System::RawWriter.runs(s));
             assert_eq!(System::BareAxum.runs(s), s == Scenario::Unicast);
+            assert_eq!(
+                System::Cluster3.runs(s),
+                matches!(s, Scenario::Fanout | Scenario::Broadcast)
+            );
         }
+    }
+
+    #[test]
+    fn a_cluster_node_config_is_the_base_with_its_cluster_section() {
+        let base = crate::server::config_toml(&crate::server::bench_apps(2), "127.0.0.1:0");
+        let text = cluster_config(&base, "127.0.0.1:6399".parse().unwrap(), 2);
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(
+            value["cluster"]["redis"].as_str(),
+            Some("redis://127.0.0.1:6399")
+        );
+        assert_eq!(value["cluster"]["node_id"].as_str(), Some("bench-node-2"));
+        assert_eq!(value["apps"].as_array().map(Vec::len), Some(2));
+        assert!(System::Cluster3.is_herald() && !System::Nats.is_herald());
     }
 }
