@@ -117,7 +117,7 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
     let Some(session) = shared.hub.connect(&app, outbox.clone()) else {
         return;
     };
-    let _live = LiveConnection::new(&shared.live_connections);
+    let _live = Live::new(&shared.live_connections);
     shared.metrics.connection_opened();
     tracing::debug!(app, session, "connection opened");
     let mut reader = FrameReader::new(ReadConfig {
@@ -163,16 +163,16 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
 }
 
 /// Counts a connection as live for as long as it exists, so shutdown can wait for it.
-struct LiveConnection<'a>(&'a tokio::sync::watch::Sender<usize>);
+pub(crate) struct Live<'a>(&'a tokio::sync::watch::Sender<usize>);
 
-impl<'a> LiveConnection<'a> {
-    fn new(count: &'a tokio::sync::watch::Sender<usize>) -> Self {
+impl<'a> Live<'a> {
+    pub(crate) fn new(count: &'a tokio::sync::watch::Sender<usize>) -> Self {
         count.send_modify(|n| *n += 1);
-        LiveConnection(count)
+        Live(count)
     }
 }
 
-impl Drop for LiveConnection<'_> {
+impl Drop for Live<'_> {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }

@@ -56,9 +56,14 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) request_ids: api::RequestIds,
     pub(crate) signing_keys: api::SigningKeys,
+    /// Set when the server stops: WebSocket connections close (1001) and the cluster tasks end.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Set first when the server stops: HTTP connections finish the request in flight and close.
+    pub(crate) http_shutdown: watch::Receiver<bool>,
     /// Open WebSocket connections, so shutdown can wait for their close handshakes.
     pub(crate) live_connections: watch::Sender<usize>,
+    /// HTTP connections not (yet) upgraded, so shutdown can wait for the calls in flight.
+    pub(crate) live_http: watch::Sender<usize>,
     /// The HTTP client of `sendServerMessage`.
     pub(crate) upstream: Arc<upstream::Upstream>,
     /// Bounds the `sendServerMessage` posts in flight, server-wide.
@@ -99,7 +104,8 @@ const SERVER_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `sendServerMessage` posts in flight at most, server-wide.
 const SERVER_MESSAGE_SLOTS: usize = 1024;
 
-/// The longest a shutdown waits for connections to close.
+/// The longest each phase of a shutdown waits: for the API calls in flight to be answered, then
+/// for the WebSocket connections to close. A shutdown takes at most twice this.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the server could not start.
@@ -122,6 +128,7 @@ pub enum StartError {
 pub struct Server {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
+    stop_http: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
 }
@@ -162,6 +169,7 @@ impl Server {
             error,
         })?;
         let (stop, shutdown) = watch::channel(false);
+        let (stop_http, http_shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
             registry,
@@ -172,7 +180,9 @@ impl Server {
             request_ids: api::RequestIds::new(),
             signing_keys: api::SigningKeys::default(),
             shutdown,
+            http_shutdown,
             live_connections: watch::channel(0).0,
+            live_http: watch::channel(0).0,
             upstream: Arc::new(upstream::Upstream::new(SERVER_MESSAGE_TIMEOUT)),
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(SERVER_MESSAGE_SLOTS)),
             webhooks,
@@ -184,6 +194,7 @@ impl Server {
         Ok(Server {
             addr,
             stop,
+            stop_http,
             task,
             shared,
         })
@@ -199,18 +210,25 @@ impl Server {
         &self.shared.metrics
     }
 
-    /// Stops accepting, tells every client to reconnect elsewhere (close 1001), and waits until
-    /// every connection has sent its close frame and ended, or `SHUTDOWN_GRACE` has passed.
+    /// Stops gracefully, in bounded time (at most twice `SHUTDOWN_GRACE`):
+    /// 1. stops accepting connections;
+    /// 2. lets every API call in flight finish and be answered (its messages are delivered to
+    ///    connected clients), and closes idle keep-alive connections;
+    /// 3. tells every WebSocket client to reconnect elsewhere (close 1001, after what was
+    ///    already queued for it), waits for the connections to end, and stops the cluster tasks.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop_http.send(true);
         let _ = self.task.await;
+        let mut http = self.shared.live_http.subscribe();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, http.wait_for(|n| *n == 0)).await;
+        let _ = self.stop.send(true);
         let mut live = self.shared.live_connections.subscribe();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, live.wait_for(|n| *n == 0)).await;
     }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut stop = shared.shutdown.clone();
+    let mut stop = shared.http_shutdown.clone();
     loop {
         let (stream, _peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -227,16 +245,29 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let service = service_fn(move |req| {
+            let _live = gateway::Live::new(&shared.live_http);
+            let mut stop = shared.http_shutdown.clone();
+            let service = {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(shared, req).await) }
-            });
+                service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(shared, req).await) }
+                })
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            let _ = conn.await;
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    // Answers the request in flight, if any, then closes; reads no other.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+            }
         });
     }
 }
