@@ -336,13 +336,14 @@ mod tests {
     fn herald_bodies_are_the_vendor_json() {
         let apps = bench_apps(2);
         let mut rng = SmallRng::seed_from_u64(1);
-        let msg = stamped(40, 7);
+        let msg = stamped(40, 7, 0);
         let f = Fanout {
             app: 0,
             room: "r0".into(),
             members: (0..1000).map(|i| format!("u{i}")).collect(),
             per_call: 600,
             payload: 40,
+            always: 0,
         };
         let c = f.call(&mut rng);
         let (action, body) = herald_body(&c, &f, &msg, &apps);
@@ -395,7 +396,7 @@ mod tests {
             users: (0..3).map(|i| (0, format!("u{i}"))).collect(),
             payload: 20,
         };
-        let msg = stamped(20, 1);
+        let msg = stamped(20, 1, 0);
         let call = ApiCall {
             app: 0,
             to: To::RoomUsers("r0".into()),

@@ -38,9 +38,18 @@ pub struct Received {
     pub bad: u64,
     /// Herald events (text frames) after set-up.
     pub events: u64,
+    /// Messages whose stamp was older than the last one of the same sender.
+    pub out_of_order: u64,
+    /// Messages whose stamp was the last one of the same sender again.
+    pub duplicates: u64,
+    /// The last stamp seen of each sender (senders past [`SENDERS`] are not checked).
+    last_by_sender: [u64; SENDERS],
     /// A protocol-level answer the client owes (a NATS `PONG`, an Engine.IO pong).
     pub reply: Option<Reply>,
 }
+
+/// Senders whose order each client checks: every API connection of a drive.
+pub const SENDERS: usize = 16;
 
 /// A protocol-level answer to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +63,20 @@ pub enum Reply {
 impl Received {
     fn message(&mut self, payload: &[u8], now_ns: u64) {
         self.messages += 1;
-        match stamp_of(payload) {
-            Some(sent) => self.latencies_us.push(now_ns.saturating_sub(sent) / 1000),
-            None => self.bad += 1,
+        let Some(stamp) = stamp_of(payload) else {
+            self.bad += 1;
+            return;
+        };
+        self.latencies_us
+            .push(now_ns.saturating_sub(stamp.sent_ns) / 1000);
+        if let Some(last) = self.last_by_sender.get_mut(usize::from(stamp.sender)) {
+            if stamp.sent_ns == *last {
+                self.duplicates += 1;
+            } else if stamp.sent_ns < *last {
+                self.out_of_order += 1;
+            } else {
+                *last = stamp.sent_ns;
+            }
         }
     }
 }
@@ -273,6 +293,7 @@ pub async fn cycle(
         uid: uid.to_owned(),
         login: true,
         rooms: vec![room.to_owned()],
+        stall: false,
     };
     let (mut ws, _) = set_up(system, target, app, &spec, None).await?;
     match system {
@@ -393,7 +414,7 @@ mod tests {
 
     #[test]
     fn every_decoder_finds_the_stamp() {
-        let payload = stamped(40, 1_000_000);
+        let payload = stamped(40, 1_000_000, 0);
         let now = 3_000_000;
         // NATS: a MSG split over two frames, and a server PING.
         let mut d = Decoder::new(System::Nats);
@@ -434,5 +455,25 @@ mod tests {
         d.data(false, payload.as_bytes(), now, &mut r).unwrap();
         d.data(false, b"no stamp", now, &mut r).unwrap();
         assert_eq!((r.messages, r.bad), (2, 1));
+    }
+
+    #[test]
+    fn a_sender_going_backwards_or_repeating_is_caught() {
+        let mut r = Received::default();
+        let mut got = |ns: u64, sender: u8| {
+            r.message(stamped(30, ns, sender).as_bytes(), ns + 1);
+            (r.out_of_order, r.duplicates)
+        };
+        assert_eq!(got(10, 0), (0, 0));
+        assert_eq!(got(5, 1), (0, 0), "senders are ordered apart");
+        assert_eq!(got(20, 0), (0, 0));
+        assert_eq!(got(20, 0), (0, 1), "the same stamp again is a duplicate");
+        assert_eq!(got(15, 0), (1, 1), "an older stamp is out of order");
+        assert_eq!(
+            got(200, 200),
+            (1, 1),
+            "senders past SENDERS are not checked"
+        );
+        assert_eq!(got(100, 200), (1, 1));
     }
 }

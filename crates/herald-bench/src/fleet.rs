@@ -51,6 +51,9 @@ pub struct ClientSpec {
     pub login: bool,
     /// Rooms it joins.
     pub rooms: Vec<String>,
+    /// Once set up, it reads nothing until [`Shared::resume_stalled`]: a slow consumer. Its
+    /// messages are not counted (the server is expected to cut it off).
+    pub stall: bool,
 }
 
 /// Expected and received message counts of one client.
@@ -60,6 +63,8 @@ pub struct Tally {
     pub expected: AtomicU64,
     /// Message frames this client received.
     pub received: AtomicU64,
+    /// A stalled client (see [`ClientSpec::stall`]): left out of [`Shared::counts`].
+    pub stalled: bool,
 }
 
 /// Totals over all clients.
@@ -94,6 +99,12 @@ pub struct Shared {
     pub bad_frames: AtomicU64,
     /// Text frames (events) received after set-up.
     pub events: AtomicU64,
+    /// Messages that arrived before an earlier message of the same sender.
+    pub out_of_order: AtomicU64,
+    /// Messages that arrived twice (the same stamp of the same sender in a row).
+    pub duplicates: AtomicU64,
+    /// Set to let stalled clients read again.
+    resume: tokio::sync::watch::Sender<bool>,
     stopping: AtomicBool,
 }
 
@@ -106,7 +117,7 @@ impl Shared {
     /// Totals and per-client differences.
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
-        for t in &self.tallies {
+        for t in self.tallies.iter().filter(|t| !t.stalled) {
             let (e, r) = (t.expected.load(Relaxed), t.received.load(Relaxed));
             c.expected += e;
             c.received += r;
@@ -114,6 +125,11 @@ impl Shared {
             c.unexpected += r.saturating_sub(e);
         }
         c
+    }
+
+    /// Lets the stalled clients read what the server sent them, up to its close frame.
+    pub fn resume_stalled(&self) {
+        self.resume.send_replace(true);
     }
 
     /// Connections the server closed (or that failed) after set-up, by reason.
@@ -164,7 +180,13 @@ impl Fleet {
     ) -> Fleet {
         let shared = Arc::new(Shared {
             epoch,
-            tallies: specs.iter().map(|_| Tally::default()).collect(),
+            tallies: specs
+                .iter()
+                .map(|s| Tally {
+                    stalled: s.stall,
+                    ..Tally::default()
+                })
+                .collect(),
             latency: Latencies::new(16),
             ready: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
@@ -173,6 +195,9 @@ impl Fleet {
             msgid_gaps: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            out_of_order: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            resume: tokio::sync::watch::channel(false).0,
             stopping: AtomicBool::new(false),
         });
         let gate = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
@@ -194,6 +219,9 @@ impl Fleet {
                     match setup {
                         Ok((ws, decoder)) => {
                             shared.ready.fetch_add(1, Relaxed);
+                            if spec.stall {
+                                let _ = shared.resume.subscribe().wait_for(|r| *r).await;
+                            }
                             receive(ws, decoder, index, &shared).await;
                         }
                         Err(e) => {
@@ -420,6 +448,16 @@ async fn receive(mut ws: WsClient, mut decoder: Decoder, index: usize, shared: &
             shared
                 .events
                 .fetch_add(std::mem::take(&mut got.events), Relaxed);
+        }
+        if got.out_of_order > 0 {
+            shared
+                .out_of_order
+                .fetch_add(std::mem::take(&mut got.out_of_order), Relaxed);
+        }
+        if got.duplicates > 0 {
+            shared
+                .duplicates
+                .fetch_add(std::mem::take(&mut got.duplicates), Relaxed);
         }
         let reply = match got.reply.take() {
             Some(Reply::Text(t)) => ws.send_text(t).await,

@@ -96,6 +96,9 @@ pub struct Fanout {
     pub per_call: usize,
     /// Payload size.
     pub payload: usize,
+    /// Clients in every call (the last members: the soak's slow consumers); the rest of each
+    /// call's recipients are chosen at random among the other members.
+    pub always: usize,
 }
 
 impl Workload for Fanout {
@@ -104,15 +107,18 @@ impl Workload for Fanout {
     }
 
     fn call(&self, rng: &mut SmallRng) -> ApiCall {
-        let chosen = index::sample(
-            rng,
-            self.members.len(),
-            self.per_call.min(self.members.len()),
-        );
+        let pool = self.members.len().saturating_sub(self.always);
+        let always = self.members.len() - pool;
+        let chosen = index::sample(rng, pool, self.per_call.saturating_sub(always).min(pool));
+        let recipients = chosen
+            .iter()
+            .chain(pool..self.members.len())
+            .map(|i| i as u32)
+            .collect();
         ApiCall {
             app: self.app,
             to: To::RoomUsers(self.room.clone()),
-            recipients: Recipients::Listed(chosen.iter().map(|i| i as u32).collect()),
+            recipients: Recipients::Listed(recipients),
         }
     }
 
@@ -256,6 +262,7 @@ pub async fn drive(
             let (apps, fleet, load) = (apps.clone(), fleet.clone(), load.clone());
             let worker = Worker {
                 system,
+                sender: u8::try_from(w).unwrap_or(u8::MAX),
                 addr: target.api_for(w),
                 apps,
                 fleet,
@@ -312,6 +319,8 @@ fn account(
 /// One connection's share of a drive.
 struct Worker {
     system: System,
+    /// Its number, in the stamps of its payloads.
+    sender: u8,
     addr: SocketAddr,
     apps: Arc<[App]>,
     fleet: Arc<Shared>,
@@ -323,7 +332,7 @@ impl Worker {
     /// The next call, stamped now, and its request.
     fn next(&self, rng: &mut SmallRng, host: &str) -> (ApiCall, Vec<u8>) {
         let call = self.load.call(rng);
-        let message = stamped(self.load.payload_bytes(), self.fleet.now_ns());
+        let message = stamped(self.load.payload_bytes(), self.fleet.now_ns(), self.sender);
         let request = api::encode(
             self.system,
             &call,

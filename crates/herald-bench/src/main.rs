@@ -128,6 +128,13 @@ struct RunArgs {
     /// Most load steps per stepped run.
     #[arg(long, value_name = "N")]
     max_steps: Option<usize>,
+    /// soak: how long, in seconds (default: 4 with --quick, 600 without).
+    #[arg(long, value_name = "SECS")]
+    soak_secs: Option<f64>,
+    /// soak: fan-out calls/s, 600 recipients each (default: 20 with --quick, 100 without).
+    /// Choose 80% of the highest rate the fan-out scenario sustained.
+    #[arg(long, value_name = "CALLS")]
+    soak_rate: Option<f64>,
     /// Exit with status 1 if any message the server accepted was not received exactly once, or
     /// any client or call failed. Never fails on a timing.
     #[arg(long)]
@@ -168,6 +175,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.max_steps {
         profile.max_steps = n;
+    }
+    if let Some(s) = args.soak_secs {
+        profile.soak_secs = s;
+    }
+    if let Some(r) = args.soak_rate {
+        profile.soak_rate = r;
     }
     let mut scenarios = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()

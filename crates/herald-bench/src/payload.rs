@@ -1,9 +1,12 @@
 //! What the benchmark sends and how it reads it back.
 //!
-//! Every message's payload starts with a stamp, `HB` and the send time as 16 hex digits
+//! Every message's payload starts with a stamp, `HB`, the send time as 16 hex digits
 //! (nanoseconds since the benchmark's start, from one monotonic clock shared by the sending and the
-//! receiving side of the same process), padded with `x` to the chosen size. The payload is plain
-//! text, so the OpenAPI body needs no base64 and no JSON escaping.
+//! receiving side of the same process) and the sender (the API connection that made the call) as
+//! 2 hex digits, padded with `x` to the chosen size. The payload is plain text, so the OpenAPI body
+//! needs no base64 and no JSON escaping. A sender stamps its calls in the order it makes them, so
+//! a recipient that sees one sender's stamps go backwards got them out of order, and one that
+//! sees the same stamp twice got a duplicate.
 //!
 //! Received frames are read in place ([`parse_message`]) rather than with
 //! `herald_proto::client::ReceivedMessage::decode`, which allocates the sender and room ids and
@@ -16,27 +19,32 @@ use herald_proto::client::{flags, FRAME_MESSAGE, PREFIX_LEN};
 /// The stamp's marker.
 const MAGIC: &[u8; 2] = b"HB";
 
-/// Length of the stamp: marker and 16 hex digits.
-pub const STAMP_LEN: usize = 18;
+/// Length of the stamp: marker, 16 hex digits of time and 2 of sender.
+pub const STAMP_LEN: usize = 20;
 
-/// A payload of `size` bytes (at least [`STAMP_LEN`]) stamped with `sent_ns`.
-pub fn stamped(size: usize, sent_ns: u64) -> String {
+/// What a payload's stamp says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// When its call was made (nanoseconds since the benchmark's start).
+    pub sent_ns: u64,
+    /// Which API connection made it.
+    pub sender: u8,
+}
+
+/// A payload of `size` bytes (at least [`STAMP_LEN`]) stamped with `sent_ns` and `sender`.
+pub fn stamped(size: usize, sent_ns: u64, sender: u8) -> String {
     let mut s = String::with_capacity(size.max(STAMP_LEN));
     s.push_str("HB");
-    s.push_str(&format!("{sent_ns:016x}"));
+    s.push_str(&format!("{sent_ns:016x}{sender:02x}"));
     while s.len() < size {
         s.push('x');
     }
     s
 }
 
-/// The send time in a payload, if it carries a stamp.
-pub fn stamp_of(payload: &[u8]) -> Option<u64> {
-    if payload.len() < STAMP_LEN || &payload[..2] != MAGIC {
-        return None;
-    }
+fn hex(digits: &[u8]) -> Option<u64> {
     let mut v = 0u64;
-    for &c in &payload[2..STAMP_LEN] {
+    for &c in digits {
         let d = match c {
             b'0'..=b'9' => c - b'0',
             b'a'..=b'f' => c - b'a' + 10,
@@ -45,6 +53,17 @@ pub fn stamp_of(payload: &[u8]) -> Option<u64> {
         v = v << 4 | u64::from(d);
     }
     Some(v)
+}
+
+/// The stamp of a payload, if it carries one.
+pub fn stamp_of(payload: &[u8]) -> Option<Stamp> {
+    if payload.len() < STAMP_LEN || &payload[..2] != MAGIC {
+        return None;
+    }
+    Some(Stamp {
+        sent_ns: hex(&payload[2..18])?,
+        sender: u8::try_from(hex(&payload[18..STAMP_LEN])?).ok()?,
+    })
 }
 
 /// The fields of a message frame the benchmark checks.
@@ -89,17 +108,18 @@ mod tests {
 
     #[test]
     fn stamps_round_trip() {
-        let p = stamped(100, 0x0123_4567_89ab_cdef);
+        let p = stamped(100, 0x0123_4567_89ab_cdef, 0xa7);
         assert_eq!(p.len(), 100);
-        assert_eq!(stamp_of(p.as_bytes()), Some(0x0123_4567_89ab_cdef));
-        assert_eq!(stamped(1, 5).len(), STAMP_LEN);
+        let s = stamp_of(p.as_bytes()).unwrap();
+        assert_eq!((s.sent_ns, s.sender), (0x0123_4567_89ab_cdef, 0xa7));
+        assert_eq!(stamped(1, 5, 0).len(), STAMP_LEN);
         assert_eq!(stamp_of(b"HBxyz"), None);
         assert_eq!(stamp_of(b"hello world, not stamped"), None);
     }
 
     #[test]
     fn reads_frames_as_herald_proto_does() {
-        let payload = stamped(64, 42);
+        let payload = stamped(64, 42, 3);
         for (kind, room) in [
             (MessageKind::OutsideRoom, None),
             (MessageKind::RoomUser, Some("r1")),
@@ -115,7 +135,7 @@ mod tests {
             assert_eq!(ours.msgid, theirs.msgid);
             assert_eq!(ours.payload, &theirs.payload[..]);
             assert_eq!(ours.flags, d.flags());
-            assert_eq!(stamp_of(ours.payload), Some(42));
+            assert_eq!(stamp_of(ours.payload).map(|s| s.sent_ns), Some(42));
             for cut in 0..frame.len() - payload.len() {
                 assert!(parse_message(&frame[..cut]).is_none(), "cut at {cut}");
             }

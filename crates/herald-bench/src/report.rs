@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::progress::Sample;
-use crate::scenario::{Churn, Idle, Outcome, Profile, StepResult, Stepped};
+use crate::scenario::{Churn, Idle, Outcome, Profile, Soak, StepResult, Stepped};
 use crate::system::System;
 
 /// One scenario run against one system.
@@ -189,12 +189,53 @@ fn churn(out: &mut String, system: System, c: &Churn) {
     out.push('\n');
 }
 
+/// A soak: the summary, then one row per window.
+pub fn soak(out: &mut String, system: System, s: &Soak) {
+    let secs: f64 = s.windows.iter().map(|w| w.sent.secs).sum();
+    let stalled_ended = if s.stalled_ended.is_empty() {
+        "none".to_owned()
+    } else {
+        s.stalled_ended
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "**{}**: {} readers and {} stalled members (addressed by every call) in one room; `BatchSendRoomUnicast` to {} of them at {} calls/s for {:.0} s.\n\n| readers' messages expected | received | lost | unexpected | out of sender order | received twice | stalled members cut off | server RSS after the first window → at the end (highest) |\n|---:|---:|---:|---:|---:|---:|---|---|\n| {} | {} | {} | {} | {} | {} | {} of {}: {stalled_ended} | {} → {} ({}) |\n",
+        system.label(),
+        s.readers,
+        s.stalled,
+        s.per_call,
+        rate(s.rate),
+        secs,
+        s.counts.expected,
+        s.counts.received,
+        s.counts.lost,
+        s.counts.unexpected,
+        s.out_of_order,
+        s.duplicates,
+        s.stalled_ended.values().sum::<u64>(),
+        s.stalled,
+        mib(s.server_rss_first),
+        mib(s.server_rss_last),
+        mib(s.server_rss_max),
+    );
+    out.push_str("Each window:\n\n");
+    out.push_str(STEP_HEADER);
+    for w in &s.windows {
+        step_row(out, None, w);
+    }
+    out.push('\n');
+}
+
 /// The stepped runs of an outcome (fan-out has one per payload size).
 fn stepped_runs(o: &Outcome) -> Vec<&Stepped> {
     match o {
         Outcome::Fanout { runs, .. } => runs.iter().collect(),
         Outcome::Broadcast { run, .. } | Outcome::Unicast { run, .. } => vec![run],
-        Outcome::Idle(_) | Outcome::Churn(_) => Vec::new(),
+        Outcome::Idle(_) | Outcome::Churn(_) | Outcome::Soak(_) => Vec::new(),
     }
 }
 
@@ -672,6 +713,10 @@ impl Report {
                 Outcome::Churn(c) => {
                     out.push_str("#### churn\n\n");
                     churn(&mut out, r.system, c);
+                }
+                Outcome::Soak(s) => {
+                    out.push_str("#### soak\n\n");
+                    soak(&mut out, r.system, s);
                 }
             }
         }

@@ -38,6 +38,10 @@ pub enum Scenario {
     Unicast,
     /// Connect, log in, join, leave, disconnect in a loop while fan-out runs.
     Churn,
+    /// Fan-out at one fixed rate for a long time (`--soak-secs`, `--soak-rate`) with slow
+    /// consumers present: every message counted, per-sender order and duplicates checked, memory
+    /// sampled. Not part of a run of every scenario: name it.
+    Soak,
 }
 
 impl Scenario {
@@ -58,6 +62,7 @@ impl Scenario {
             Scenario::Broadcast => p.broadcast_rooms * p.room_size,
             Scenario::Unicast => p.unicast_clients,
             Scenario::Churn => p.churn_members + p.churn_workers,
+            Scenario::Soak => p.soak_clients + p.soak_stalled,
         }
     }
 }
@@ -99,6 +104,16 @@ pub struct Profile {
     pub churn_rate: f64,
     /// churn: seconds.
     pub churn_secs: f64,
+    /// soak: members of the room that read everything.
+    pub soak_clients: usize,
+    /// soak: members that stop reading once set up (slow consumers), in every call.
+    pub soak_stalled: usize,
+    /// soak: fan-out calls/s (600 recipients each).
+    pub soak_rate: f64,
+    /// soak: seconds.
+    pub soak_secs: f64,
+    /// soak: seconds per reported window.
+    pub soak_window_secs: f64,
     /// Seconds per load step.
     pub step_secs: f64,
     /// Most steps per stepped run.
@@ -136,6 +151,11 @@ impl Profile {
             // beside the same background work.
             churn_rate: 20.0,
             churn_secs: 30.0,
+            soak_clients: 5_000,
+            soak_stalled: 10,
+            soak_rate: 100.0,
+            soak_secs: 600.0,
+            soak_window_secs: 30.0,
             step_secs: 5.0,
             max_steps: 16,
             step_factor: 1.5,
@@ -156,6 +176,11 @@ impl Profile {
             churn_members: 1_000,
             churn_workers: 8,
             churn_secs: 2.0,
+            soak_clients: 1_000,
+            soak_stalled: 2,
+            soak_rate: 20.0,
+            soak_secs: 4.0,
+            soak_window_secs: 1.0,
             step_secs: 1.0,
             max_steps: 4,
             step_factor: 4.0,
@@ -326,6 +351,39 @@ pub enum Outcome {
     },
     /// See [`Churn`].
     Churn(Churn),
+    /// See [`Soak`].
+    Soak(Soak),
+}
+
+/// The soak scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Soak {
+    /// Members set up (the readers and the stalled ones).
+    pub setup: Setup,
+    /// Members that read everything.
+    pub readers: usize,
+    /// Members that stopped reading (slow consumers), addressed by every call.
+    pub stalled: usize,
+    /// Offered fan-out calls/s.
+    pub rate: f64,
+    /// Recipients per call.
+    pub per_call: usize,
+    /// One result per window, in order (each window drains before the next starts).
+    pub windows: Vec<StepResult>,
+    /// Over the whole run, the readers' messages: expected, received, lost, unexpected.
+    pub counts: Counts,
+    /// Messages out of their sender's order, and received twice, over the whole run.
+    pub out_of_order: u64,
+    /// See `out_of_order`.
+    pub duplicates: u64,
+    /// How the stalled members' connections ended, once they read again (by reason).
+    pub stalled_ended: BTreeMap<String, u64>,
+    /// Server RSS at the end of the first window and at the end of the run.
+    pub server_rss_first: u64,
+    /// See `server_rss_first`.
+    pub server_rss_last: u64,
+    /// The highest server RSS at the end of a window.
+    pub server_rss_max: u64,
 }
 
 /// What every scenario runs with.
@@ -392,7 +450,8 @@ impl Ctx {
     }
 
     /// Notes message frames that broke the protocol (msgid gaps, undecodable or unstamped
-    /// frames), then disconnects the fleet.
+    /// frames) and messages out of their sender's order or duplicated, then disconnects the
+    /// fleet.
     async fn stop(&mut self, name: &str, fleet: Fleet) {
         let gaps = fleet.shared.msgid_gaps.load(Relaxed);
         let bad = fleet.shared.bad_frames.load(Relaxed);
@@ -400,6 +459,20 @@ impl Ctx {
             self.problems.push(format!(
                 "{name}: {gaps} msgid gaps, {bad} message frames undecodable or without a stamp"
             ));
+        }
+        let (disorder, twice) = (
+            fleet.shared.out_of_order.load(Relaxed),
+            fleet.shared.duplicates.load(Relaxed),
+        );
+        if disorder > 0 || twice > 0 {
+            let what = format!(
+                "{name}: {disorder} messages out of their sender's order, {twice} received twice"
+            );
+            if self.system.is_herald() {
+                self.problems.push(what);
+            } else {
+                self.peer_losses.push(what);
+            }
         }
         fleet.stop().await;
     }
@@ -621,6 +694,97 @@ pub async fn run(ctx: &mut Ctx, scenario: Scenario) -> Outcome {
         Scenario::Broadcast => broadcast(ctx).await,
         Scenario::Unicast => unicast(ctx).await,
         Scenario::Churn => Outcome::Churn(churn(ctx).await),
+        Scenario::Soak => Outcome::Soak(soak(ctx).await),
+    }
+}
+
+async fn soak(ctx: &mut Ctx) -> Soak {
+    let (readers, stalled) = (ctx.profile.soak_clients, ctx.profile.soak_stalled);
+    let total = readers + stalled;
+    let mut specs = room_members(total, "s", "soak");
+    for s in &mut specs[readers..] {
+        s.stall = true;
+    }
+    let (fleet, setup) = ctx.fleet("soak", specs).await;
+    let per_call = ctx.profile.fanout_per_call.min(total);
+    let load: Arc<dyn Workload> = Arc::new(Fanout {
+        app: 0,
+        room: "soak".into(),
+        members: (0..total).map(|i| format!("s{i}")).collect(),
+        per_call,
+        payload: ctx.profile.payload,
+        always: stalled,
+    });
+    let rate = ctx.profile.soak_rate;
+    let window = ctx.profile.soak_window_secs.max(1.0);
+    let windows_n = (ctx.profile.soak_secs / window).ceil().max(1.0) as usize;
+    let c0 = fleet.shared.counts();
+    let mut windows = Vec::with_capacity(windows_n);
+    for w in 0..windows_n {
+        let drive = Drive {
+            rate: Some(rate),
+            duration: Duration::from_secs_f64(window),
+            workers: 4,
+        };
+        let name = format!("soak {}/{windows_n}", w + 1);
+        windows.push(ctx.step(&name, &fleet, &load, drive).await);
+    }
+    let c1 = fleet.shared.counts();
+    let counts = Counts {
+        expected: c1.expected - c0.expected,
+        received: c1.received - c0.received,
+        lost: c1.lost.saturating_sub(c0.lost),
+        unexpected: c1.unexpected.saturating_sub(c0.unexpected),
+    };
+    // The stalled members read what was sent to them, up to the server's close frame.
+    let closed_before = fleet.shared.closed();
+    fleet.shared.resume_stalled();
+    ctx.progress.set_label("soak: stalled members read");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut stalled_ended = fleet.shared.closed();
+    for (reason, n) in &closed_before {
+        if let Some(v) = stalled_ended.get_mut(reason) {
+            *v -= (*n).min(*v);
+        }
+    }
+    stalled_ended.retain(|_, n| *n > 0);
+    let cut_off: u64 = stalled_ended.values().sum();
+    let unfit: Vec<&String> = stalled_ended
+        .keys()
+        .filter(|r| !r.ends_with("4001") && !r.ends_with("4002"))
+        .collect();
+    if !unfit.is_empty() && ctx.system.is_herald() {
+        ctx.problems.push(format!(
+            "soak: stalled members ended other than as slow (4001) or silent (4002) consumers: {stalled_ended:?}"
+        ));
+    }
+    let out_of_order = fleet.shared.out_of_order.load(Relaxed);
+    let duplicates = fleet.shared.duplicates.load(Relaxed);
+    let rss: Vec<u64> = windows.iter().map(|s| s.server_rss_bytes).collect();
+    say(format!(
+        "soak: {} of {} messages received by the readers, {} lost, {} unexpected, {out_of_order} out of order, {duplicates} twice; {cut_off} of {stalled} stalled members cut off ({stalled_ended:?}); server RSS {:.1} → {:.1} MiB",
+        counts.received,
+        counts.expected,
+        counts.lost,
+        counts.unexpected,
+        rss.first().copied().unwrap_or(0) as f64 / 1048576.0,
+        rss.last().copied().unwrap_or(0) as f64 / 1048576.0,
+    ));
+    ctx.stop("soak", fleet).await;
+    Soak {
+        setup,
+        readers,
+        stalled,
+        rate,
+        per_call,
+        counts,
+        out_of_order,
+        duplicates,
+        stalled_ended,
+        server_rss_first: rss.first().copied().unwrap_or(0),
+        server_rss_last: rss.last().copied().unwrap_or(0),
+        server_rss_max: rss.iter().copied().max().unwrap_or(0),
+        windows,
     }
 }
 
@@ -632,6 +796,7 @@ async fn idle(ctx: &mut Ctx) -> Idle {
             uid: format!("u{i}"),
             login: true,
             rooms: Vec::new(),
+            stall: false,
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -678,6 +843,7 @@ fn room_members(n: usize, prefix: &str, room: &str) -> Vec<ClientSpec> {
             uid: format!("{prefix}{i}"),
             login: false,
             rooms: vec![room.to_owned()],
+            stall: false,
         })
         .collect()
 }
@@ -694,6 +860,7 @@ async fn fanout(ctx: &mut Ctx) -> Outcome {
             members: (0..n).map(|i| format!("u{i}")).collect(),
             per_call,
             payload,
+            always: 0,
         });
         // Larger payloads start lower: the same bytes per second as 100-byte ones at most.
         let start = (ctx.profile.fanout_start_rate * 100.0 / payload.max(100) as f64).max(1.0);
@@ -712,6 +879,7 @@ async fn broadcast(ctx: &mut Ctx) -> Outcome {
             uid: format!("u{i}"),
             login: false,
             rooms: vec![format!("r{}", i / size)],
+            stall: false,
         })
         .collect();
     let (fleet, setup) = ctx.fleet("broadcast", specs).await;
@@ -752,6 +920,7 @@ async fn unicast(ctx: &mut Ctx) -> Outcome {
                 uid: uid.clone(),
                 login: true,
                 rooms: Vec::new(),
+                stall: false,
             })
             .collect()
     } else {
@@ -793,6 +962,7 @@ async fn churn(ctx: &mut Ctx) -> Churn {
         members: (0..n).map(|i| format!("m{i}")).collect(),
         per_call: ctx.profile.fanout_per_call.min(n),
         payload: ctx.profile.payload,
+        always: 0,
     });
     let rss_before = ctx.server_usage().rss_bytes;
     let stop = Arc::new(AtomicBool::new(false));

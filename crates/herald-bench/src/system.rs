@@ -85,6 +85,10 @@ impl System {
     /// the limit of the unicast API path only. A cluster runs the room scenarios whose calls
     /// reach many nodes (fan-out, broadcast).
     pub fn runs(self, scenario: Scenario) -> bool {
+        if scenario == Scenario::Soak {
+            // It checks Herald's guarantees (nothing lost, order, slow consumers cut off).
+            return self.is_herald();
+        }
         match self {
             System::BareAxum => scenario == Scenario::Unicast,
             System::Cluster1 | System::Cluster3 => {
@@ -256,6 +260,7 @@ mod tests {
 
     #[test]
     fn the_limits_and_clusters_run_only_their_scenarios() {
+        assert!(!System::Nats.runs(Scenario::Soak) && System::Herald.runs(Scenario::Soak));
         for s in Scenario::ALL {
             assert!(System::Nats.runs(s) && System::RawWriter.runs(s));
             assert_eq!(System::BareAxum.runs(s), s == Scenario::Unicast);
