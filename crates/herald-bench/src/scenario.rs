@@ -151,7 +151,7 @@ impl Profile {
             // beside the same background work.
             churn_rate: 20.0,
             churn_secs: 30.0,
-            soak_clients: 5_000,
+            soak_clients: 10_000,
             soak_stalled: 10,
             soak_rate: 100.0,
             soak_secs: 600.0,
