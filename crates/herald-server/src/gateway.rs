@@ -125,6 +125,9 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
         max_message: g.max_client_message_bytes,
     });
     reader.feed(&already_read);
+    // It is a view of hyper's whole read buffer (8 KiB): holding it for the connection's life
+    // would keep that buffer allocated while the connection is idle.
+    drop(already_read);
 
     let writer = write_loop(wr, outbox.clone(), shared.clone());
     tokio::pin!(writer);
