@@ -203,7 +203,7 @@ pub fn soak(out: &mut String, system: System, s: &Soak) {
     };
     let _ = writeln!(
         out,
-        "**{}**: {} readers and {} stalled members (addressed by every call) in one room; `BatchSendRoomUnicast` to {} of them at {} calls/s for {:.0} s.\n\n| readers' messages expected | received | lost | unexpected | out of sender order | received twice | stalled members cut off | server RSS after the first window → at the end (highest) |\n|---:|---:|---:|---:|---:|---:|---|---|\n| {} | {} | {} | {} | {} | {} | {} of {}: {stalled_ended} | {} → {} ({}) |\n",
+        "**{}**: {} readers and {} stalled members (addressed by every call) in one room; `BatchSendRoomUnicast` to {} of them at {} calls/s for {:.0} s.\n\n| readers' messages expected | received | lost | unexpected | out of sender order | received twice | stalled members cut off | messages the server dropped for slow consumers | server RSS after the first window → at the end (highest) |\n|---:|---:|---:|---:|---:|---:|---|---:|---|\n| {} | {} | {} | {} | {} | {} | {} of {}: {stalled_ended} | {} | {} → {} ({}) |\n",
         system.label(),
         s.readers,
         s.stalled,
@@ -218,6 +218,8 @@ pub fn soak(out: &mut String, system: System, s: &Soak) {
         s.duplicates,
         s.stalled_ended.values().sum::<u64>(),
         s.stalled,
+        s.slow_consumer_drops
+            .map_or_else(|| "–".to_owned(), |n| n.to_string()),
         mib(s.server_rss_first),
         mib(s.server_rss_last),
         mib(s.server_rss_max),
