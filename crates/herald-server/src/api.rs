@@ -25,9 +25,6 @@ use parking_lot::Mutex;
 use crate::cluster::{RouteError, Unavailable};
 use crate::Shared;
 
-/// How long a client may take to send its whole body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A refused call: the error, and for rate limits when to come back.
 struct Failure {
     error: ApiError,
@@ -292,7 +289,7 @@ async fn call(
         )
         .into());
     }
-    let body = read_body(headers, body).await?;
+    let body = read_body(headers, body, shared.config.limits.body_read_timeout()).await?;
     let access_key = authenticate(shared, method, headers, query, &body)?;
     let now = shared.clock.now();
     match op {
@@ -333,8 +330,12 @@ async fn call(
 }
 
 /// Reads the body: refused by its declared length, or as soon as it grows past the largest
-/// legal request, or if it trickles in too slowly.
-async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Failure> {
+/// legal request, or if it has not arrived whole within `timeout` (`limits.body_read_timeout_ms`).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    timeout: Duration,
+) -> Result<Bytes, Failure> {
     let too_large = || {
         err(
             ErrorCode::BodyTooLarge,
@@ -348,12 +349,7 @@ async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Failure
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(body, MAX_BODY_BYTES).collect(),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
         Err(_) => Err(err(
             ErrorCode::InvalidParameter,
             "The request body did not arrive in time.",
