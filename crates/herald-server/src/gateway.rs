@@ -306,7 +306,7 @@ async fn handle_call(
     outbox: &ConnOutbox,
     text: &[u8],
 ) {
-    let call: Call = match serde_json::from_slice(text) {
+    let call = match Call::decode(text) {
         Ok(c) => c,
         Err(e) => {
             outbox_error(
