@@ -389,6 +389,7 @@ fn authenticate(
     query: &[(String, String)],
     body: &[u8],
 ) -> Result<String, Failure> {
+    once(headers, header::AUTHORIZATION.as_str())?;
     // A header signature, or the presigned-URL form (`X-Signature` in the query).
     let presigned = headers.get(header::AUTHORIZATION).is_none()
         && query.iter().any(|(k, _)| k == "X-Signature");
@@ -414,6 +415,12 @@ fn authenticate(
             ErrorCode::InvalidCredential,
             "The credential scope must name the service rtc.",
         ));
+    }
+    for name in ["x-date", "x-content-sha256", "x-security-token"]
+        .into_iter()
+        .chain(auth.signed_headers.iter().map(String::as_str))
+    {
+        once(headers, name)?;
     }
     let Some(key) = shared.registry.access_key(&auth.access_key) else {
         return Err(ApiError::new(
@@ -452,6 +459,19 @@ fn authenticate(
     )
     .map_err(sign_failure)?;
     Ok(auth.access_key)
+}
+
+/// A header the signature depends on may appear once. With two, which copy the client signed,
+/// and which one a proxy in front of Herald acted on, would be a guess (the verifier reads the
+/// first); the presigned form refuses repeated signing parameters for the same reason.
+fn once(headers: &HeaderMap, name: &str) -> Result<(), Failure> {
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(err(
+            ErrorCode::InvalidAuthorization,
+            "A header the signature covers appears more than once; the request cannot be verified.",
+        ));
+    }
+    Ok(())
 }
 
 /// Maps a signature failure to its wire code. Messages never reveal the expected signature.
