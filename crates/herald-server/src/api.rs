@@ -116,25 +116,43 @@ impl RequestIds {
 }
 
 /// Signing keys derived per (AK, date, region, service): four HMACs saved per call.
+///
+/// Only keys that have verified a signature are kept. The scope's region is whatever the client
+/// wrote (up to a whole request head long), so caching before verification would let anyone who
+/// knows an access key id (it travels in every request) fill the cache with thousands of entries
+/// of their choosing, and keep flushing it.
 #[derive(Default)]
 pub(crate) struct SigningKeys(Mutex<HashMap<String, [u8; 32]>>);
 
 impl SigningKeys {
-    fn get(&self, secret: &str, auth: &Authorization) -> [u8; 32] {
+    /// Runs `verify` with the signing key of `auth` (cached, or derived from `secret`) and keeps
+    /// the key if it verified.
+    fn verify<E>(
+        &self,
+        secret: &str,
+        auth: &Authorization,
+        verify: impl FnOnce(&[u8; 32]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let id = format!(
             "{}/{}/{}/{}",
             auth.access_key, auth.date, auth.region, auth.service
         );
-        if let Some(k) = self.0.lock().get(&id) {
-            return *k;
+        if let Some(k) = self.0.lock().get(&id).copied() {
+            return verify(&k);
         }
         let k = sign::signing_key(secret, &auth.date, &auth.region, &auth.service);
+        verify(&k)?;
         let mut map = self.0.lock();
         if map.len() >= 4096 {
             map.clear();
         }
         map.insert(id, k);
-        k
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().len()
     }
 }
 
@@ -432,7 +450,6 @@ fn authenticate(
         )
         .into());
     };
-    let signing_key = shared.signing_keys.get(&key.secret, &auth);
     let header_pairs: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
@@ -449,15 +466,19 @@ fn authenticate(
     } else {
         sign::verify_request
     };
-    verify(
-        &received,
-        &auth,
-        &signing_key,
-        SERVICE,
-        shared.clock.now().secs() as i64,
-        shared.config.max_clock_skew_secs as i64,
-    )
-    .map_err(sign_failure)?;
+    shared
+        .signing_keys
+        .verify(&key.secret, &auth, |signing_key| {
+            verify(
+                &received,
+                &auth,
+                signing_key,
+                SERVICE,
+                shared.clock.now().secs() as i64,
+                shared.config.max_clock_skew_secs as i64,
+            )
+        })
+        .map_err(sign_failure)?;
     Ok(auth.access_key)
 }
 
@@ -541,6 +562,38 @@ mod tests {
             .unwrap();
         let bytes = rt.block_on(r.into_body().collect()).unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn only_signing_keys_that_verified_are_cached() {
+        let keys = SigningKeys::default();
+        let mut auth = sign::parse_authorization(
+            "HMAC-SHA256 Credential=AK/20240101/cn-north-1/rtc/request, SignedHeaders=x-date, Signature=0000000000000000000000000000000000000000000000000000000000000000",
+        )
+        .unwrap();
+        for i in 0..100 {
+            auth.region = format!("{}{i}", "r".repeat(10_000));
+            let refused = keys.verify("sk", &auth, |_| Err(SignError::SignatureMismatch));
+            assert!(refused.is_err());
+        }
+        assert_eq!(
+            keys.len(),
+            0,
+            "nothing kept for requests that did not verify"
+        );
+        auth.region = "cn-north-1".into();
+        let mut derived = None;
+        keys.verify("sk", &auth, |k| {
+            derived = Some(*k);
+            Ok::<_, SignError>(())
+        })
+        .unwrap();
+        assert_eq!(keys.len(), 1);
+        keys.verify("other", &auth, |k| {
+            assert_eq!(Some(*k), derived, "the cached key is used");
+            Ok::<_, SignError>(())
+        })
+        .unwrap();
     }
 
     #[test]
