@@ -1019,6 +1019,52 @@ async fn broken_frames_close_with_the_documented_code_and_change_nothing() {
     still_delivers(addr, &mut bystander, "online_user", 1).await;
 }
 
+/// A frame trickled in a byte at a time, each byte well inside the heartbeat interval: only
+/// complete frames count as signs of life, so the connection is closed with 4002 once the
+/// heartbeat timeout has passed, and the partial frame is dropped with it.
+#[tokio::test]
+async fn a_trickled_frame_is_cut_off_by_the_heartbeat() {
+    let server = start(config(
+        "[gateway]\nheartbeat_interval_ms = 100\nheartbeat_timeout_ms = 300",
+    ))
+    .await;
+    let addr = server.local_addr();
+    let now = system_now();
+    let mut c = RawWs::open(addr).await;
+    c.call(json!({"call":"login","token":token("", "slow", now),"uid":"slow"}))
+        .await;
+    assert_eq!(c.event().await["errorCode"], 0);
+    let frame = frame(0x81, &[b' '; 1000]);
+    let RawWs { s, mut buf } = c;
+    let (mut rd, mut wr) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        for b in frame {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut chunk = [0u8; 4096];
+    let code = tokio::time::timeout(BOUND, async {
+        loop {
+            // Server frames here are pings (0x89 0x00) and the close frame.
+            if let Some(i) = buf.iter().position(|&b| b == 0x88) {
+                if buf.len() >= i + 4 {
+                    return u16::from_be_bytes([buf[i + 2], buf[i + 3]]);
+                }
+            }
+            let n = rd.read(&mut chunk).await.unwrap_or(0);
+            assert!(n > 0, "closed without a close frame");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("closed in time");
+    trickle.abort();
+    assert_eq!(code, 4002);
+}
+
 /// Text frames that are valid WebSocket but not valid calls: answered with `onError` 4003, and
 /// the connection goes on.
 #[tokio::test]
