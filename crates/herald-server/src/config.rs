@@ -172,8 +172,8 @@ pub struct LimitsConfig {
     /// connection idle between requests is closed after it too. Default 10,000 ms.
     #[serde(default = "default_read_timeout")]
     pub header_read_timeout_ms: u64,
-    /// An OpenAPI request body must arrive whole within this long (`InvalidParameter`, 400).
-    /// Default 10,000 ms.
+    /// A request body (OpenAPI, admin API) must arrive whole within this long (OpenAPI:
+    /// `InvalidParameter`, 400; admin API: 408). Default 10,000 ms.
     #[serde(default = "default_read_timeout")]
     pub body_read_timeout_ms: u64,
 }

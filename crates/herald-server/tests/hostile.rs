@@ -623,6 +623,45 @@ async fn slow_heads_and_bodies_are_timed_out() {
     still_delivers(addr, &mut bystander, "online_user", 1).await;
 }
 
+/// The admin API reads its (authenticated) bodies under the same time bound.
+#[tokio::test]
+async fn a_slow_admin_body_is_timed_out_too() {
+    let admin = "admin-token-for-tests-0001";
+    let server = start(config(&format!(
+        "admin_token = \"{admin}\"\n[limits]\nbody_read_timeout_ms = 300"
+    )))
+    .await;
+    let s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let body = json!({"appId": APP, "uid": "u1"}).to_string().into_bytes();
+    wr.write_all(
+        format!(
+            "POST /admin/api/token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let trickle = tokio::spawn(async move {
+        for b in body {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(BOUND, rd.read_to_end(&mut got))
+        .await
+        .expect("answered and closed in time");
+    trickle.abort();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(!text.contains("001"), "no token was issued: {text}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connection limits
 
