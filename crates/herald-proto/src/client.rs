@@ -202,6 +202,39 @@ pub enum Call {
     },
 }
 
+/// Why a text frame is not a call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The frame is JSON but not an object.
+    #[error("a call is a JSON object")]
+    NotAnObject,
+    /// The frame is not JSON, or not a known call with its fields.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Call {
+    /// Decodes the call in a text frame: one JSON object.
+    ///
+    /// serde's internally tagged enums also accept an array whose first element is the tag and
+    /// whose others are the fields in declaration order (`["login","TOKEN","u1"]`); that would
+    /// make the order of fields part of the protocol, which promises an object, so anything that
+    /// does not start with `{` is refused first.
+    ///
+    /// ```
+    /// use herald_proto::client::Call;
+    /// assert!(Call::decode(br#"{"call":"logout"}"#).is_ok());
+    /// assert!(Call::decode(br#"["logout"]"#).is_err());
+    /// ```
+    pub fn decode(text: &[u8]) -> Result<Call, CallError> {
+        match text.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Ok(serde_json::from_slice(text)?),
+            Some(_) => Err(CallError::NotAnObject),
+            None => Ok(serde_json::from_slice(text)?),
+        }
+    }
+}
+
 /// A non-message event from the server, with the vendor's callback name and argument names.
 ///
 /// Arguments that only the client can measure (the vendor's `elapsed` of `onLoginResult`, the
@@ -659,6 +692,23 @@ mod tests {
             Call::Logout
         );
         assert!(serde_json::from_str::<Call>(r#"{"call":"fly"}"#).is_err());
+        // Only the object form is a call.
+        assert!(matches!(
+            Call::decode(br#" ["login","t","u1"]"#),
+            Err(CallError::NotAnObject)
+        ));
+        assert!(matches!(
+            Call::decode(b"\"x\""),
+            Err(CallError::NotAnObject)
+        ));
+        assert!(matches!(Call::decode(b""), Err(CallError::Json(_))));
+        assert_eq!(
+            Call::decode(br#" {"call":"login","token":"t","uid":"u1"}"#).unwrap(),
+            Call::Login {
+                token: "t".into(),
+                uid: "u1".into()
+            }
+        );
         let e = Event::LoginResult {
             uid: "u1".into(),
             error_code: -1000,

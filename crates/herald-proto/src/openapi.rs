@@ -266,12 +266,25 @@ pub fn parse_kick_request(body: &[u8]) -> Result<KickRequest, ApiError> {
 }
 
 /// The empty-body and JSON checks every POST body goes through.
+///
+/// The body must be a JSON object. serde's derived structs also accept a JSON array of the field
+/// values in declaration order, which would make the order of a private struct's fields part of
+/// the wire format; that form is refused here before serde sees it.
 fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::new(
-            ErrorCode::BodyIsEmpty,
-            "The request body is empty.",
-        ));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::BodyIsEmpty,
+                "The request body is empty.",
+            ))
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::Unmarshal,
+                "The request body must be a JSON object.",
+            ))
+        }
     }
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
@@ -719,6 +732,29 @@ mod tests {
 
     fn code(r: Result<SendRequest, ApiError>) -> ErrorCode {
         r.unwrap_err().code
+    }
+
+    #[test]
+    fn a_body_must_be_a_json_object() {
+        // The fields of a valid call, as an array in the order of the wire struct's fields.
+        let array = r#"["65a1b2c3d4e5f60718293a4b", null, "bot", "u1", false, "hi"]"#;
+        assert_eq!(
+            code(parse(Action::SendUnicast, array)),
+            ErrorCode::Unmarshal
+        );
+        for body in ["\"hi\"", "null", "1", " [] "] {
+            assert_eq!(
+                code(parse(Action::SendUnicast, body)),
+                ErrorCode::Unmarshal,
+                "{body}"
+            );
+        }
+        let kick = parse_kick_request(br#"["65a1b2c3d4e5f60718293a4b", "r", "u"]"#);
+        assert_eq!(kick.unwrap_err().code, ErrorCode::Unmarshal);
+        assert_eq!(
+            code(parse(Action::SendUnicast, " \n ")),
+            ErrorCode::BodyIsEmpty
+        );
     }
 
     #[test]

@@ -90,11 +90,13 @@ pub(crate) async fn api(shared: &Shared, req: Request<Incoming>) -> Response<Ful
     let (parts, body) = req.into_parts();
     match (&parts.method, parts.uri.path()) {
         (&Method::GET, "/admin/api/overview") => overview(shared),
-        (&Method::POST, "/admin/api/token") => match read_json::<TokenRequest>(body).await {
-            Ok(r) => issue_token(shared, r),
-            Err(resp) => resp,
-        },
-        (&Method::POST, "/admin/api/send") => match read_json::<SendBody>(body).await {
+        (&Method::POST, "/admin/api/token") => {
+            match read_json::<TokenRequest>(shared, body).await {
+                Ok(r) => issue_token(shared, r),
+                Err(resp) => resp,
+            }
+        }
+        (&Method::POST, "/admin/api/send") => match read_json::<SendBody>(shared, body).await {
             Ok(r) => send(shared, r).await,
             Err(resp) => resp,
         },
@@ -102,12 +104,21 @@ pub(crate) async fn api(shared: &Shared, req: Request<Incoming>) -> Response<Ful
     }
 }
 
+/// Reads a small JSON body, bounded in size and, like the OpenAPI's, in time
+/// (`limits.body_read_timeout_ms`).
 async fn read_json<T: for<'de> Deserialize<'de>>(
+    shared: &Shared,
     body: Incoming,
 ) -> Result<T, Response<Full<Bytes>>> {
-    let bytes = Limited::new(body, MAX_ADMIN_BODY)
-        .collect()
+    let timeout = shared.config.limits.body_read_timeout();
+    let bytes = tokio::time::timeout(timeout, Limited::new(body, MAX_ADMIN_BODY).collect())
         .await
+        .map_err(|_| {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            )
+        })?
         .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large"))?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| {

@@ -25,9 +25,6 @@ use parking_lot::Mutex;
 use crate::cluster::{RouteError, Unavailable};
 use crate::Shared;
 
-/// How long a client may take to send its whole body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A refused call: the error, and for rate limits when to come back.
 struct Failure {
     error: ApiError,
@@ -119,25 +116,43 @@ impl RequestIds {
 }
 
 /// Signing keys derived per (AK, date, region, service): four HMACs saved per call.
+///
+/// Only keys that have verified a signature are kept. The scope's region is whatever the client
+/// wrote (up to a whole request head long), so caching before verification would let anyone who
+/// knows an access key id (it travels in every request) fill the cache with thousands of entries
+/// of their choosing, and keep flushing it.
 #[derive(Default)]
 pub(crate) struct SigningKeys(Mutex<HashMap<String, [u8; 32]>>);
 
 impl SigningKeys {
-    fn get(&self, secret: &str, auth: &Authorization) -> [u8; 32] {
+    /// Runs `verify` with the signing key of `auth` (cached, or derived from `secret`) and keeps
+    /// the key if it verified.
+    fn verify<E>(
+        &self,
+        secret: &str,
+        auth: &Authorization,
+        verify: impl FnOnce(&[u8; 32]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let id = format!(
             "{}/{}/{}/{}",
             auth.access_key, auth.date, auth.region, auth.service
         );
-        if let Some(k) = self.0.lock().get(&id) {
-            return *k;
+        if let Some(k) = self.0.lock().get(&id).copied() {
+            return verify(&k);
         }
         let k = sign::signing_key(secret, &auth.date, &auth.region, &auth.service);
+        verify(&k)?;
         let mut map = self.0.lock();
         if map.len() >= 4096 {
             map.clear();
         }
         map.insert(id, k);
-        k
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().len()
     }
 }
 
@@ -292,7 +307,7 @@ async fn call(
         )
         .into());
     }
-    let body = read_body(headers, body).await?;
+    let body = read_body(headers, body, shared.config.limits.body_read_timeout()).await?;
     let access_key = authenticate(shared, method, headers, query, &body)?;
     let now = shared.clock.now();
     match op {
@@ -333,8 +348,12 @@ async fn call(
 }
 
 /// Reads the body: refused by its declared length, or as soon as it grows past the largest
-/// legal request, or if it trickles in too slowly.
-async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Failure> {
+/// legal request, or if it has not arrived whole within `timeout` (`limits.body_read_timeout_ms`).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    timeout: Duration,
+) -> Result<Bytes, Failure> {
     let too_large = || {
         err(
             ErrorCode::BodyTooLarge,
@@ -348,12 +367,7 @@ async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Failure
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(body, MAX_BODY_BYTES).collect(),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
         Err(_) => Err(err(
             ErrorCode::InvalidParameter,
             "The request body did not arrive in time.",
@@ -393,6 +407,7 @@ fn authenticate(
     query: &[(String, String)],
     body: &[u8],
 ) -> Result<String, Failure> {
+    once(headers, header::AUTHORIZATION.as_str())?;
     // A header signature, or the presigned-URL form (`X-Signature` in the query).
     let presigned = headers.get(header::AUTHORIZATION).is_none()
         && query.iter().any(|(k, _)| k == "X-Signature");
@@ -419,6 +434,12 @@ fn authenticate(
             "The credential scope must name the service rtc.",
         ));
     }
+    for name in ["x-date", "x-content-sha256", "x-security-token"]
+        .into_iter()
+        .chain(auth.signed_headers.iter().map(String::as_str))
+    {
+        once(headers, name)?;
+    }
     let Some(key) = shared.registry.access_key(&auth.access_key) else {
         return Err(ApiError::new(
             ErrorCode::InvalidAccessKey,
@@ -429,7 +450,6 @@ fn authenticate(
         )
         .into());
     };
-    let signing_key = shared.signing_keys.get(&key.secret, &auth);
     let header_pairs: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
@@ -446,16 +466,33 @@ fn authenticate(
     } else {
         sign::verify_request
     };
-    verify(
-        &received,
-        &auth,
-        &signing_key,
-        SERVICE,
-        shared.clock.now().secs() as i64,
-        shared.config.max_clock_skew_secs as i64,
-    )
-    .map_err(sign_failure)?;
+    shared
+        .signing_keys
+        .verify(&key.secret, &auth, |signing_key| {
+            verify(
+                &received,
+                &auth,
+                signing_key,
+                SERVICE,
+                shared.clock.now().secs() as i64,
+                shared.config.max_clock_skew_secs as i64,
+            )
+        })
+        .map_err(sign_failure)?;
     Ok(auth.access_key)
+}
+
+/// A header the signature depends on may appear once. With two, which copy the client signed,
+/// and which one a proxy in front of Herald acted on, would be a guess (the verifier reads the
+/// first); the presigned form refuses repeated signing parameters for the same reason.
+fn once(headers: &HeaderMap, name: &str) -> Result<(), Failure> {
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(err(
+            ErrorCode::InvalidAuthorization,
+            "A header the signature covers appears more than once; the request cannot be verified.",
+        ));
+    }
+    Ok(())
 }
 
 /// Maps a signature failure to its wire code. Messages never reveal the expected signature.
@@ -525,6 +562,38 @@ mod tests {
             .unwrap();
         let bytes = rt.block_on(r.into_body().collect()).unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn only_signing_keys_that_verified_are_cached() {
+        let keys = SigningKeys::default();
+        let mut auth = sign::parse_authorization(
+            "HMAC-SHA256 Credential=AK/20240101/cn-north-1/rtc/request, SignedHeaders=x-date, Signature=0000000000000000000000000000000000000000000000000000000000000000",
+        )
+        .unwrap();
+        for i in 0..100 {
+            auth.region = format!("{}{i}", "r".repeat(10_000));
+            let refused = keys.verify("sk", &auth, |_| Err(SignError::SignatureMismatch));
+            assert!(refused.is_err());
+        }
+        assert_eq!(
+            keys.len(),
+            0,
+            "nothing kept for requests that did not verify"
+        );
+        auth.region = "cn-north-1".into();
+        let mut derived = None;
+        keys.verify("sk", &auth, |k| {
+            derived = Some(*k);
+            Ok::<_, SignError>(())
+        })
+        .unwrap();
+        assert_eq!(keys.len(), 1);
+        keys.verify("other", &auth, |k| {
+            assert_eq!(Some(*k), derived, "the cached key is used");
+            Ok::<_, SignError>(())
+        })
+        .unwrap();
     }
 
     #[test]

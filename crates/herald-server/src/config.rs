@@ -56,6 +56,9 @@ pub struct Config {
     /// The client gateway.
     #[serde(default)]
     pub gateway: GatewayConfig,
+    /// `[limits]`: connections, request heads and read timeouts of the listen port.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The apps served.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -144,6 +147,68 @@ impl GatewayConfig {
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }
+}
+
+/// `[limits]`: what one port accepts from clients it does not know yet, before any request is
+/// authenticated (docs/security.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// TCP connections open at once on the listen port, HTTP and WebSocket alike; one more is
+    /// answered `503` and closed before anything is read. Default 100,000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// TCP connections open at once from one peer address (IPv6: one /64). Default 0, meaning no
+    /// limit: behind a proxy or load balancer every client has the proxy's address, and benchmarks
+    /// open 10,000 clients from 127.0.0.1. When clients connect directly, set it (docs/security.md
+    /// recommends 256).
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
+    /// Largest request head (request line and headers); beyond it the request is answered `431`
+    /// and the connection closed. Default 32 KiB; 4 KiB to 256 KiB.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// A request head must arrive whole within this long, counted from the first wait for it; a
+    /// connection idle between requests is closed after it too. Default 10,000 ms.
+    #[serde(default = "default_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A request body (OpenAPI, admin API) must arrive whole within this long (OpenAPI:
+    /// `InvalidParameter`, 400; admin API: 408). Default 10,000 ms.
+    #[serde(default = "default_read_timeout")]
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: default_max_connections(),
+            max_connections_per_ip: 0,
+            max_header_bytes: default_max_header_bytes(),
+            header_read_timeout_ms: default_read_timeout(),
+            body_read_timeout_ms: default_read_timeout(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    /// The body read timeout.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+}
+
+fn default_max_connections() -> usize {
+    100_000
+}
+fn default_max_header_bytes() -> usize {
+    32 << 10
+}
+fn default_read_timeout() -> u64 {
+    10_000
 }
 
 /// `[[apps]]`: one app.
@@ -242,6 +307,7 @@ impl Config {
             max_clock_skew_secs: default_skew(),
             admin_token: None,
             gateway: GatewayConfig::default(),
+            limits: LimitsConfig::default(),
             apps: vec![AppConfig {
                 app_id: dev::APP_ID.into(),
                 app_key: dev::APP_KEY.into(),
@@ -361,6 +427,21 @@ impl Config {
         if g.max_client_message_bytes < 1024 {
             return bad("gateway.max_client_message_bytes must be at least 1024".into());
         }
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return bad("limits.max_connections must be positive".into());
+        }
+        if !(4 << 10..=256 << 10).contains(&l.max_header_bytes) {
+            return bad("limits.max_header_bytes must be between 4096 and 262144".into());
+        }
+        for (key, ms) in [
+            ("header_read_timeout_ms", l.header_read_timeout_ms),
+            ("body_read_timeout_ms", l.body_read_timeout_ms),
+        ] {
+            if !(1..=600_000).contains(&ms) {
+                return bad(format!("limits.{key} must be between 1 and 600000"));
+            }
+        }
         Ok(())
     }
 
@@ -417,6 +498,11 @@ access_keys = [{ ak = "AKLT...", sk = "..." }]
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.apps[0].qps_limit, 500);
         assert_eq!(c.gateway.read_buffer_bytes, 4096);
+        assert_eq!(c.limits.max_connections, 100_000);
+        assert_eq!(c.limits.max_connections_per_ip, 0);
+        assert_eq!(c.limits.max_header_bytes, 32 << 10);
+        assert_eq!(c.limits.header_read_timeout_ms, 10_000);
+        assert_eq!(c.limits.body_read_timeout_ms, 10_000);
         assert!(c.registry().unwrap().access_key("AKLT...").is_some());
         let c = Config::from_toml(&ISSUE_EXAMPLE.replace("qps_limit = 500\n", "")).unwrap();
         assert_eq!(c.apps[0].qps_limit, 500);
@@ -431,6 +517,9 @@ access_keys = [{ ak = "AKLT...", sk = "..." }]
         let e =
             Config::from_toml(&format!("{ISSUE_EXAMPLE}[gateway]\nheartbeat = 1\n")).unwrap_err();
         assert!(e.to_string().contains("heartbeat"), "{e}");
+        let e =
+            Config::from_toml(&format!("{ISSUE_EXAMPLE}[limits]\nmax_conns = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("max_conns"), "{e}");
     }
 
     #[test]
@@ -443,6 +532,25 @@ access_keys = [{ ak = "AKLT...", sk = "..." }]
             let e = Config::from_toml(&ISSUE_EXAMPLE.replace(from, to));
             assert!(matches!(e, Err(ConfigError::Invalid(_))), "{to}: {e:?}");
         }
+        for limits in [
+            "max_connections = 0",
+            "max_header_bytes = 1024",
+            "max_header_bytes = 1000000",
+            "header_read_timeout_ms = 0",
+            "body_read_timeout_ms = 0",
+            "body_read_timeout_ms = 600001",
+        ] {
+            let e = Config::from_toml(&format!("{ISSUE_EXAMPLE}[limits]\n{limits}\n"));
+            assert!(matches!(e, Err(ConfigError::Invalid(_))), "{limits}: {e:?}");
+        }
+        let c = Config::from_toml(&format!(
+            "{ISSUE_EXAMPLE}[limits]\nmax_connections = 5\nmax_connections_per_ip = 2\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_connections_per_ip),
+            (5, 2)
+        );
         let twice = format!(
             "{ISSUE_EXAMPLE}{}",
             &ISSUE_EXAMPLE[ISSUE_EXAMPLE.find("[[apps]]").unwrap()..]

@@ -88,8 +88,14 @@ pub(crate) fn upgrade(shared: Arc<Shared>, req: Request<Incoming>) -> Response<F
         return plain(StatusCode::NOT_FOUND, "unknown or missing appId\n");
     };
 
+    // The connection's place under the connection limits lives as long as the WebSocket does.
+    let slot = req
+        .extensions()
+        .get::<Arc<crate::limits::ConnectionSlot>>()
+        .cloned();
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
+        let _slot = slot;
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
@@ -303,7 +309,7 @@ async fn handle_call(
     outbox: &ConnOutbox,
     text: &[u8],
 ) {
-    let call: Call = match serde_json::from_slice(text) {
+    let call = match Call::decode(text) {
         Ok(c) => c,
         Err(e) => {
             outbox_error(

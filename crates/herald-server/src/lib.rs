@@ -8,6 +8,9 @@
 //!   browser SDK and the admin API behind them ([`admin`]);
 //! - `/metrics` — Prometheus text ([`metrics`]); `/healthz` — liveness.
 //!
+//! Every TCP connection is admitted by the connection limits ([`limits`]) in the accept loop
+//! before anything is read from it.
+//!
 //! Out of the server go webhooks ([`webhook`]) and `sendServerMessage` posts ([`upstream`]).
 //!
 //! [`Server::start`] binds, spawns the accept loop and returns a handle; [`Server::shutdown`] stops
@@ -20,6 +23,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod gateway;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod upstream;
@@ -70,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Webhook delivery, for its counters.
     pub(crate) webhooks: Arc<webhook::Webhooks>,
+    /// The connection limits of the listen port (`[limits]`).
+    pub(crate) limits: Arc<limits::ConnectionLimits>,
 }
 
 impl Shared {
@@ -170,6 +176,11 @@ impl Server {
         })?;
         let (stop, shutdown) = watch::channel(false);
         let (stop_http, http_shutdown) = watch::channel(false);
+        let limits = limits::ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+            &config.region,
+        );
         let shared = Arc::new(Shared {
             config,
             registry,
@@ -186,6 +197,7 @@ impl Server {
             upstream: Arc::new(upstream::Upstream::new(SERVER_MESSAGE_TIMEOUT)),
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(SERVER_MESSAGE_SLOTS)),
             webhooks,
+            limits,
         });
         if let Some(c) = cluster {
             tokio::spawn(c.run(hub, clock, shared.shutdown.clone()));
@@ -230,7 +242,7 @@ impl Server {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.http_shutdown.clone();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -242,21 +254,37 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             },
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
         };
+        // Limits first, before a byte is read: a refused connection costs a fixed answer.
+        let slot = match shared.limits.try_acquire(peer.ip()) {
+            Ok(slot) => Arc::new(slot),
+            Err(refusal) => {
+                shared.limits.refuse(stream, refusal);
+                continue;
+            }
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let _live = gateway::Live::new(&shared.live_http);
             let mut stop = shared.http_shutdown.clone();
+            let limits = &shared.config.limits;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout())
+                .max_header_size(limits.max_header_bytes);
             let service = {
                 let shared = shared.clone();
-                service_fn(move |req| {
+                service_fn(move |mut req: Request<Incoming>| {
                     let shared = shared.clone();
+                    // An upgrade takes the connection's slot along (the HTTP side ends at the
+                    // upgrade); other requests need not carry it.
+                    if req.uri().path() == herald_proto::client::GATEWAY_PATH {
+                        req.extensions_mut().insert(slot.clone());
+                    }
                     async move { Ok::<_, std::convert::Infallible>(route(shared, req).await) }
                 })
             };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+            let conn = http
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -293,6 +321,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
             if let Some(c) = &shared.cluster {
                 c.render_metrics(&mut text);
             }
+            shared.limits.render_metrics(&mut text);
             text
         }),
         (&Method::GET, "/healthz") => text(

@@ -104,6 +104,11 @@ impl Reply {
 pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> Reply {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
+    read_reply(&mut s).await
+}
+
+/// Reads one HTTP/1.1 response (head, and a body of its `Content-Length`) from `s`.
+pub async fn read_reply(s: &mut TcpStream) -> Reply {
     let mut buf = Vec::new();
     // Read until the full body (Content-Length) is in.
     let mut chunk = [0u8; 8192];
