@@ -238,9 +238,15 @@ async fn read_loop(
             Ok(Ok(frame)) => frame,
         };
         last_heard = Instant::now();
+        // Boxed: a handler's state (up to a kilobyte, with the cluster's calls) would otherwise
+        // be reserved in every connection's task while it idles.
         match frame {
-            WsIncoming::Text(text) => handle_call(shared, app, session, outbox, &text).await,
-            WsIncoming::Binary(frame) => handle_send(shared, app, session, outbox, frame).await,
+            WsIncoming::Text(text) => {
+                Box::pin(handle_call(shared, app, session, outbox, &text)).await;
+            }
+            WsIncoming::Binary(frame) => {
+                Box::pin(handle_send(shared, app, session, outbox, frame)).await;
+            }
             WsIncoming::Ping(p) => outbox.pong(p),
             WsIncoming::Pong(_) => {}
             WsIncoming::Close(_) => {
@@ -496,12 +502,21 @@ async fn write_all(wr: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> std::io:
     const MAX_SLICES: usize = 64;
     let mut first = 0;
     while first < chunks.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let n = chunks.len().min(first + MAX_SLICES) - first;
-        for (slot, chunk) in slices.iter_mut().zip(&chunks[first..first + n]) {
-            *slot = IoSlice::new(chunk);
-        }
-        let mut written = wr.write_vectored(&slices[..n]).await?;
+        // The slices live only while the write is polled: kept across the await, their kilobyte
+        // would be reserved in every connection's task while it idles.
+        let mut written = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = chunks.len().min(first + MAX_SLICES) - first;
+            for (slot, chunk) in slices.iter_mut().zip(&chunks[first..first + n]) {
+                *slot = IoSlice::new(chunk);
+            }
+            tokio::io::AsyncWrite::poll_write_vectored(
+                std::pin::Pin::new(&mut *wr),
+                cx,
+                &slices[..n],
+            )
+        })
+        .await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
