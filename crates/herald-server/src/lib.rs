@@ -10,6 +10,8 @@
 //!
 //! Out of the server go webhooks ([`webhook`]) and `sendServerMessage` posts ([`upstream`]).
 //!
+//! With `[tls]` the port speaks TLS only (`tls.rs`): the same routes as HTTPS and WSS.
+//!
 //! [`Server::start`] binds, spawns the accept loop and returns a handle; [`Server::shutdown`] stops
 //! it gracefully. Configuration is parsed once into a [`config::Config`]. Time comes from
 //! a [`clock::Clock`], so tests can stop it.
@@ -22,6 +24,7 @@ pub mod config;
 pub mod gateway;
 pub mod metrics;
 pub mod outbox;
+mod tls;
 pub mod upstream;
 pub mod webhook;
 pub mod ws;
@@ -38,6 +41,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -65,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Webhook delivery, for its counters.
     pub(crate) webhooks: Arc<webhook::Webhooks>,
+    /// `[tls]`: the handshake every accepted connection goes through first.
+    pub(crate) tls: Option<tls::Acceptor>,
 }
 
 impl Shared {
@@ -139,6 +145,7 @@ impl Server {
     ) -> Result<Server, StartError> {
         config.validate()?;
         let registry = config.registry()?;
+        let tls = config.tls.as_ref().map(tls::Acceptor::load).transpose()?;
         let webhooks = webhook::Webhooks::start(config.webhooks());
         let (hub, cluster) = match &config.cluster {
             None => (Hub::with_hooks(&registry, webhooks.clone()), None),
@@ -176,6 +183,7 @@ impl Server {
             upstream: Arc::new(upstream::Upstream::new(SERVER_MESSAGE_TIMEOUT)),
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(SERVER_MESSAGE_SLOTS)),
             webhooks,
+            tls,
         });
         if let Some(c) = cluster {
             tokio::spawn(c.run(hub, clock, shared.shutdown.clone()));
@@ -192,6 +200,15 @@ impl Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` with `[tls]`, `http` without: the scheme of the server's URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The server's metrics (the same numbers `/metrics` renders).
@@ -212,7 +229,7 @@ impl Server {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.shutdown.clone();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -224,21 +241,36 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             },
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
         };
+        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(shared, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let _ = conn.await;
-        });
+        // Two kinds of task rather than one that could be either, so a plain connection's task
+        // is no larger than before TLS existed.
+        match shared.tls.clone() {
+            None => tokio::spawn(serve_http(stream, shared)),
+            Some(tls) => tokio::spawn(async move {
+                if let Some(stream) = tls.handshake(stream, peer, &shared.metrics).await {
+                    serve_http(stream, shared).await;
+                }
+            }),
+        };
     }
+}
+
+/// Serves HTTP/1 on one connection, plain or TLS, with upgrades to the gateway.
+async fn serve_http<IO>(io: IO, shared: Arc<Shared>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(shared, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let _ = conn.await;
 }
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
