@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject as _};
@@ -134,9 +134,13 @@ fn pem_error(key: &'static str, path: &Path, error: pem::Error) -> ConfigError {
     }
 }
 
-impl Transport for TlsConn {
-    type Read = ReadHalf<TlsConn>;
-    type Write = WriteHalf<TlsConn>;
+// Generic over the transport below TLS so that tests can put a bounded in-memory pipe there.
+impl<IO> Transport for tokio_rustls::server::TlsStream<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Read = ReadHalf<Self>;
+    type Write = WriteHalf<Self>;
 
     fn split(self) -> (Self::Read, Self::Write) {
         // Both halves are driven by the one connection task, so the lock between them is never
@@ -159,5 +163,78 @@ impl Transport for TlsConn {
         // rustls may have taken the last bytes while the socket was full, holding their records
         // back: send them now, not with the next write.
         wr.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, DuplexStream};
+    use tokio_rustls::rustls::pki_types::ServerName;
+
+    /// A server and a client TLS stream over an in-memory pipe that holds `capacity` bytes.
+    async fn pipe(
+        capacity: usize,
+    ) -> (
+        tokio_rustls::server::TlsStream<DuplexStream>,
+        tokio_rustls::client::TlsStream<DuplexStream>,
+    ) {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::from_pem_slice(key_pair.serialize_pem().as_bytes()).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (server_io, client_io) = tokio::io::duplex(capacity);
+        let name = ServerName::try_from("localhost").unwrap();
+        let (server, client) = tokio::join!(
+            tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(server_io),
+            tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, client_io),
+        );
+        (server.unwrap(), client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_meets_a_full_socket_is_flushed_whole() {
+        // The pipe is far smaller than what rustls takes at once, so the batch's last bytes are
+        // taken by rustls while the pipe is full: unless flushed, they would wait for the next
+        // write, and the client below would never see them.
+        let (server, mut client) = pipe(4096).await;
+        let (_rd, mut wr) = Transport::split(server);
+        let payload: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut chunks = vec![
+            Bytes::from(payload[..1000].to_vec()),
+            Bytes::from(payload[1000..].to_vec()),
+        ];
+        let write = async {
+            <tokio_rustls::server::TlsStream<DuplexStream> as Transport>::write_chunks(
+                &mut wr,
+                &mut chunks,
+            )
+            .await
+            .unwrap();
+        };
+        let read = async {
+            let mut got = vec![0; payload.len()];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let both = async { tokio::join!(write, read).1 };
+        let got = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("every byte arrives");
+        assert!(got == payload);
+        assert!(chunks.is_empty());
     }
 }

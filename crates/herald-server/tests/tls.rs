@@ -210,9 +210,10 @@ async fn healthz(
 
 #[tokio::test]
 async fn a_burst_to_a_slow_reader_arrives_whole() {
-    // rustls may accept a write while the socket is full and keep the records until flushed: a
-    // connection whose last batch stalled like that must still deliver it, not wait for the next
-    // write (a heartbeat ping, 20 s later).
+    // More than the socket buffers hold, to a client that reads slowly: the server's writes go
+    // through rustls under back-pressure (partial writes, records held back and flushed) and
+    // every message must arrive, whole and in order. (The flush itself is pinned down
+    // deterministically by the unit test in tls.rs, over a bounded in-memory pipe.)
     use futures_util::{SinkExt as _, StreamExt as _};
     use herald_proto::client::ReceivedMessage;
     use tokio_tungstenite::tungstenite::Message as Ws;
