@@ -429,3 +429,17 @@ async fn bad_certificate_or_key_files_fail_start_naming_the_file() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_closes_wss_clients_with_going_away() {
+    // The close frame and TLS close_notify go out through the TLS writer's shutdown path.
+    let cert = TestCert::new();
+    let server = start_tls(&cert, "").await;
+    let base = format!("https://{}", server.local_addr());
+    let (_engine, mut events) = login_wss(&base, &cert.trust(), "u1").await;
+    server.shutdown().await;
+    match next_event(&mut events).await {
+        Event::ConnectionClosed { code, .. } => assert_eq!(code, Some(1001)),
+        other => panic!("expected the close, got {other:?}"),
+    }
+}
