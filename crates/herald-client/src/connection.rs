@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::event::Event;
+use crate::tls::Tls;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -54,7 +55,8 @@ pub enum ConnectError {
         /// The response body, as text.
         body: String,
     },
-    /// The TCP connection or the WebSocket handshake failed.
+    /// The TCP connection, the TLS handshake (an untrusted certificate, say) or the WebSocket
+    /// handshake failed.
     #[error("cannot connect to {url}")]
     Transport {
         /// The WebSocket URL.
@@ -80,9 +82,10 @@ pub enum CallError {
 /// `createEngine(appId)`.
 ///
 /// `server` is the server's base address as a business server knows it, `http://HOST:PORT`; the
-/// connection goes to `ws://HOST:PORT/ws?appId=…` (`https` becomes `wss`, which needs a TLS-enabled
-/// build of tokio-tungstenite; this crate enables none). Returns the [`Engine`] for calls and the
-/// [`EventStream`] of their results and of received messages.
+/// connection goes to `ws://HOST:PORT/ws?appId=…`. `https://` (or `wss://`) connects over TLS,
+/// trusting Mozilla's roots; to trust a self-signed or private certificate as well, use
+/// [`connect_with_tls`]. Returns the [`Engine`] for calls and the [`EventStream`] of their results
+/// and of received messages.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -101,8 +104,37 @@ pub enum CallError {
 /// # }
 /// ```
 pub async fn connect(server: &str, app_id: &str) -> Result<(Engine, EventStream), ConnectError> {
+    connect_with_tls(server, app_id, &Tls::default()).await
+}
+
+/// As [`connect`], verifying a `https://` or `wss://` server's certificate with `tls` (which
+/// plain `http://` ignores).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_client::{connect_with_tls, Tls};
+///
+/// let tls = Tls::with_root_pem(&std::fs::read("herald-cert.pem")?)?;
+/// let (engine, events) =
+///     connect_with_tls("https://herald.test:8443", "herald-dev-app-000000001", &tls).await?;
+/// # let _ = (engine, events);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect_with_tls(
+    server: &str,
+    app_id: &str,
+    tls: &Tls,
+) -> Result<(Engine, EventStream), ConnectError> {
     let url = gateway_url(server, app_id)?;
-    let (socket, _response) = match tokio_tungstenite::connect_async(url.as_str()).await {
+    let connector = tokio_tungstenite::Connector::Rustls(tls.rustls());
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        None,
+        false,
+        Some(connector),
+    );
+    let (socket, _response) = match connecting.await {
         Ok(ok) => ok,
         Err(tungstenite::Error::Http(response)) => {
             let status = response.status().as_u16();

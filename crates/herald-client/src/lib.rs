@@ -24,16 +24,21 @@
 //!
 //! What it deliberately does not do: reconnect (a closed connection ends the stream; log in and
 //! rejoin on a new one), generate tokens (that is `herald_proto::token`, on your server), check
-//! message sizes or send rates itself (the server answers with the vendor's codes), or speak TLS
-//! (plain `http`/`ws` only; put Herald behind a TLS-terminating proxy and build with a TLS backend
-//! if you need it).
+//! message sizes or send rates itself (the server answers with the vendor's codes), or read the
+//! system's certificate store.
+//!
+//! Both halves speak TLS: `https://` (and `wss://`) addresses connect with rustls, trusting
+//! Mozilla's roots; [`Tls::with_root_pem`] adds a self-signed or private certificate, passed to
+//! [`connect_with_tls`] and [`OpenApiClient::with_tls`]. ([`tls`])
 
 pub mod connection;
 pub mod event;
 pub mod openapi;
+pub mod tls;
 
-pub use connection::{connect, CallError, ConnectError, Engine, EventStream};
+pub use connection::{connect, connect_with_tls, CallError, ConnectError, Engine, EventStream};
 pub use event::Event;
 pub use openapi::{
     ApiResponse, InvalidEndpoint, Message, OpenApiClient, OpenApiError, DEFAULT_REGION,
 };
+pub use tls::{Tls, TlsError};

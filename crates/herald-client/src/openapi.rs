@@ -12,6 +12,8 @@ use herald_proto::openapi::{Action, ApiVersion, SERVICE};
 use herald_proto::sign::{encode_query, sign_request, Credentials};
 use serde_json::{json, Map, Value};
 
+use crate::tls::Tls;
+
 /// The region the vendor's SDKs default to, and Herald's default `region`.
 pub const DEFAULT_REGION: &str = "cn-north-1";
 
@@ -147,8 +149,9 @@ pub struct OpenApiClient {
 }
 
 impl OpenApiClient {
-    /// A client of the OpenAPI at `endpoint` (`http://HOST:PORT`), signing with the access key
-    /// `access_key` and secret `secret_key`, in region `cn-north-1`, calling version `2023-07-20`.
+    /// A client of the OpenAPI at `endpoint` (`http://HOST:PORT`, or `https://` trusting Mozilla's
+    /// roots: see [`OpenApiClient::with_tls`]), signing with the access key `access_key` and
+    /// secret `secret_key`, in region `cn-north-1`, calling version `2023-07-20`.
     pub fn new(
         endpoint: &str,
         access_key: &str,
@@ -169,7 +172,7 @@ impl OpenApiClient {
             return Err(invalid());
         }
         Ok(OpenApiClient {
-            http: reqwest::Client::new(),
+            http: http_client(&Tls::default()),
             base: format!("{scheme}://{authority}"),
             host: authority.as_str().to_owned(),
             access_key: access_key.to_owned(),
@@ -178,6 +181,13 @@ impl OpenApiClient {
             session_token: None,
             version: ApiVersion::V20230720,
         })
+    }
+
+    /// Verifies a `https://` endpoint's certificate with `tls` instead of Mozilla's roots alone,
+    /// to trust a self-signed or private certificate ([`Tls::with_root_pem`]).
+    pub fn with_tls(mut self, tls: &Tls) -> Self {
+        self.http = http_client(tls);
+        self
     }
 
     /// Signs for `region` instead of `cn-north-1`.
@@ -339,6 +349,17 @@ impl OpenApiClient {
             }),
         }
     }
+}
+
+/// The HTTP client, with `tls` for `https://` endpoints.
+fn http_client(tls: &Tls) -> reqwest::Client {
+    let config = (*tls.rustls()).clone();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .build()
+        // reqwest refuses a preconfigured TLS only when it is not its own rustls version, which
+        // the manifest pins; fall back to a client for plain `http://` rather than panic.
+        .unwrap_or_default()
 }
 
 /// The JSON body of a messaging action, with the vendor's field names.

@@ -4,6 +4,7 @@
 //! (serde's `deny_unknown_fields` reports "unknown field `x`, expected one of …").
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use herald_core::apps::{AppSpec, Registry, RegistryError};
@@ -34,6 +35,17 @@ pub enum ConfigError {
     /// The apps contradict each other.
     #[error("invalid configuration: {0}")]
     Registry(#[from] RegistryError),
+    /// A `[tls]` file cannot be read or does not hold what it should (checked at start, when the
+    /// files are loaded).
+    #[error("invalid configuration: tls.{key} {}: {reason}", .path.display())]
+    Tls {
+        /// The key naming the file: `cert` or `key`.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The whole configuration.
@@ -65,6 +77,37 @@ pub struct Config {
     /// `[cluster]`: run as one node of a cluster on Redis. Without it, a single node.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// `[tls]`: the port speaks TLS only (HTTPS and WSS). Without it, plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: the certificate the port presents (docs/tls.md). The files are read once, when the
+/// server starts; a new certificate takes a restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, the server's own certificate first. A relative path
+    /// is relative to the working directory.
+    pub cert: PathBuf,
+    /// PEM file with the private key: PKCS#8 (`BEGIN PRIVATE KEY`), RSA (`BEGIN RSA PRIVATE
+    /// KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`).
+    pub key: PathBuf,
+    /// A connection that has not finished its TLS handshake this long after it was accepted is
+    /// closed, so a silent client cannot hold a socket. Default 10,000 ms; 10 to 60,000.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+}
+
+impl TlsConfig {
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+fn default_handshake_timeout() -> u64 {
+    10_000
 }
 
 /// `[cluster]`: cluster mode on Redis (docs/cluster.md). Every node needs the same `[[apps]]`.
@@ -322,6 +365,7 @@ impl Config {
                 webhook: None,
             }],
             cluster: None,
+            tls: None,
         }
     }
 
@@ -371,6 +415,11 @@ impl Config {
             }
             if !(50..=10_000).contains(&c.command_timeout_ms) {
                 return bad("cluster.command_timeout_ms must be between 50 and 10000".into());
+            }
+        }
+        if let Some(t) = &self.tls {
+            if !(10..=60_000).contains(&t.handshake_timeout_ms) {
+                return bad("tls.handshake_timeout_ms must be between 10 and 60000".into());
             }
         }
         for app in &self.apps {
@@ -556,6 +605,25 @@ access_keys = [{ ak = "AKLT...", sk = "..." }]
             &ISSUE_EXAMPLE[ISSUE_EXAMPLE.find("[[apps]]").unwrap()..]
         );
         assert!(Config::from_toml(&twice).unwrap().registry().is_err());
+    }
+
+    #[test]
+    fn tls_is_optional_and_checked() {
+        assert!(Config::from_toml(ISSUE_EXAMPLE).unwrap().tls.is_none());
+        let with = |t: &str| Config::from_toml(&format!("{ISSUE_EXAMPLE}{t}\n"));
+        let c = with("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"").unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!(
+            (t.cert.to_str(), t.key.to_str()),
+            (Some("c.pem"), Some("k.pem"))
+        );
+        assert_eq!(t.handshake_timeout(), Duration::from_secs(10));
+        let e = with("[tls]\ncert = \"c.pem\"").unwrap_err();
+        assert!(e.to_string().contains("key"), "{e}");
+        let e = with("[tls]\ncert = \"c\"\nkey = \"k\"\nhandshake_timeout_ms = 0").unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+        let e = with("[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("ca"), "{e}");
     }
 
     #[test]

@@ -4,8 +4,13 @@
 //! The reader turns frames into calls on the hub and keeps the heartbeat; the writer drains the
 //! connection's [`ConnOutbox`] and writes everything queued in one vectored write per wake-up, with
 //! each message's shared body written by reference. Whichever side ends first ends the other.
+//!
+//! The connection loop is generic over its [`Transport`]: plain TCP (here) keeps its
+//! readiness-based read that holds no buffer while idle and its direct vectored writes; TLS
+//! (`crate::tls`) brings its own implementation.
 
-use std::io::IoSlice;
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -22,13 +27,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::metrics::DropReason;
 use crate::outbox::{Closing, ConnOutbox, Item};
+use crate::tls::TlsConn;
 use crate::ws::{self, FrameReader, Incoming as WsIncoming, ReadConfig};
 use crate::Shared;
 
@@ -99,11 +105,18 @@ pub(crate) fn upgrade(shared: Arc<Shared>, req: Request<Incoming>) -> Response<F
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::error!("upgraded connection is not a TCP stream");
-            return;
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => return run(shared, app, parts.io.into_inner(), parts.read_buf).await,
+            Err(upgraded) => upgraded,
         };
-        run(shared, app, parts.io.into_inner(), parts.read_buf).await;
+        match upgraded.downcast::<TokioIo<TlsConn>>() {
+            // A task of its own: awaited here, the TLS connection's larger future would enlarge
+            // this task, and so every plain connection, to its size.
+            Ok(parts) => {
+                tokio::spawn(run(shared, app, parts.io.into_inner(), parts.read_buf));
+            }
+            Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS"),
+        }
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -114,10 +127,58 @@ pub(crate) fn upgrade(shared: Arc<Shared>, req: Request<Incoming>) -> Response<F
         .unwrap_or_default()
 }
 
+/// What a client connection runs on, as the connection loop uses it: split into a read half that
+/// decodes frames and a write half that writes batches of chunks.
+pub(crate) trait Transport: Send + 'static {
+    /// The read half.
+    type Read: AsyncRead + Unpin + Send;
+    /// The write half.
+    type Write: AsyncWrite + Unpin + Send;
+
+    /// Splits the stream, so the reader and the writer each own their half.
+    fn split(self) -> (Self::Read, Self::Write);
+
+    /// Reads until a message or control frame is complete. Cancel-safe: a heartbeat timeout drops
+    /// it and the next call goes on where it stopped.
+    fn read_frame<'a>(
+        rd: &'a mut Self::Read,
+        reader: &'a mut FrameReader,
+    ) -> impl Future<Output = Result<WsIncoming, ws::WsError>> + Send + 'a;
+
+    /// Writes every chunk, all the way to the socket.
+    fn write_chunks<'a>(
+        wr: &'a mut Self::Write,
+        chunks: &'a mut Vec<Bytes>,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+}
+
+impl Transport for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let _ = self.set_nodelay(true);
+        self.into_split()
+    }
+
+    fn read_frame<'a>(
+        rd: &'a mut OwnedReadHalf,
+        reader: &'a mut FrameReader,
+    ) -> impl Future<Output = Result<WsIncoming, ws::WsError>> + Send + 'a {
+        reader.read_tcp(rd)
+    }
+
+    fn write_chunks<'a>(
+        wr: &'a mut OwnedWriteHalf,
+        chunks: &'a mut Vec<Bytes>,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        write_all(wr, chunks)
+    }
+}
+
 /// Runs one connection to its end.
-async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: Bytes) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
+async fn run<T: Transport>(shared: Arc<Shared>, app: String, stream: T, already_read: Bytes) {
+    let (mut rd, wr) = stream.split();
     let g = &shared.config.gateway;
     let outbox = Arc::new(ConnOutbox::new(g.outbound_queue_bytes));
     let Some(session) = shared.hub.connect(&app, outbox.clone()) else {
@@ -135,11 +196,11 @@ async fn run(shared: Arc<Shared>, app: String, stream: TcpStream, already_read: 
     // would keep that buffer allocated while the connection is idle.
     drop(already_read);
 
-    let writer = write_loop(wr, outbox.clone(), shared.clone());
+    let writer = write_loop::<T>(wr, outbox.clone(), shared.clone());
     tokio::pin!(writer);
     let mut shutdown = shared.shutdown.clone();
     tokio::select! {
-        closing = read_loop(&shared, &app, session, &outbox, &mut reader, &mut rd) => {
+        closing = read_loop::<T>(&shared, &app, session, &outbox, &mut reader, &mut rd) => {
             tracing::debug!(app, session, code = closing.code, reason = closing.reason, "closing");
             outbox.close(closing);
             let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
@@ -188,13 +249,13 @@ impl Drop for Live<'_> {
 }
 
 /// Reads calls until the connection must end, and says how.
-async fn read_loop(
+async fn read_loop<T: Transport>(
     shared: &Shared,
     app: &str,
     session: SessionId,
     outbox: &Arc<ConnOutbox>,
     reader: &mut FrameReader,
-    rd: &mut OwnedReadHalf,
+    rd: &mut T::Read,
 ) -> Closing {
     let g = &shared.config.gateway;
     let mut last_heard = Instant::now();
@@ -204,7 +265,7 @@ async fn read_loop(
             let now = shared.clock.now().micros();
             Duration::from_micros((secs * 1_000_000).saturating_sub(now))
         });
-        let read = tokio::time::timeout(g.heartbeat_interval(), reader.read_tcp(rd));
+        let read = tokio::time::timeout(g.heartbeat_interval(), T::read_frame(rd, reader));
         let next = tokio::select! {
             r = read => r,
             () = tokio::time::sleep(token_deadline.unwrap_or_default()), if token_deadline.is_some() => {
@@ -420,7 +481,7 @@ async fn handle_send(
 }
 
 /// Writes whatever the outbox holds, batch by batch, until the connection ends.
-async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<ConnOutbox>, shared: Arc<Shared>) {
+async fn write_loop<T: Transport>(mut wr: T::Write, outbox: Arc<ConnOutbox>, shared: Arc<Shared>) {
     let timeout = shared.config.gateway.write_timeout();
     let mut items: Vec<Item> = Vec::new();
     let mut chunks: Vec<Bytes> = Vec::new();
@@ -436,7 +497,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<ConnOutbox>, shared: Arc
             chunks.push(head.split().freeze());
         }
         if !chunks.is_empty() {
-            match tokio::time::timeout(timeout, write_all(&mut wr, &mut chunks)).await {
+            match tokio::time::timeout(timeout, T::write_chunks(&mut wr, &mut chunks)).await {
                 Ok(Ok(())) => {}
                 _ => {
                     let lost = accepted.len() as u32;
@@ -498,7 +559,10 @@ fn encode(item: Item, head: &mut BytesMut, chunks: &mut Vec<Bytes>, accepted: &m
 }
 
 /// Writes every chunk, as few syscalls as the kernel allows.
-async fn write_all(wr: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;
     let mut first = 0;
     while first < chunks.len() {

@@ -13,6 +13,8 @@
 //!
 //! Out of the server go webhooks ([`webhook`]) and `sendServerMessage` posts ([`upstream`]).
 //!
+//! With `[tls]` the port speaks TLS only (`tls.rs`): the same routes as HTTPS and WSS.
+//!
 //! [`Server::start`] binds, spawns the accept loop and returns a handle; [`Server::shutdown`] stops
 //! it gracefully. Configuration is parsed once into a [`config::Config`]. Time comes from
 //! a [`clock::Clock`], so tests can stop it.
@@ -26,6 +28,7 @@ pub mod gateway;
 pub mod limits;
 pub mod metrics;
 pub mod outbox;
+mod tls;
 pub mod upstream;
 pub mod webhook;
 pub mod ws;
@@ -42,6 +45,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -76,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) webhooks: Arc<webhook::Webhooks>,
     /// The connection limits of the listen port (`[limits]`).
     pub(crate) limits: Arc<limits::ConnectionLimits>,
+    /// `[tls]`: the handshake every accepted connection goes through first.
+    pub(crate) tls: Option<tls::Acceptor>,
 }
 
 impl Shared {
@@ -152,6 +158,7 @@ impl Server {
     ) -> Result<Server, StartError> {
         config.validate()?;
         let registry = config.registry()?;
+        let tls = config.tls.as_ref().map(tls::Acceptor::load).transpose()?;
         let webhooks = webhook::Webhooks::start(config.webhooks());
         let (hub, cluster) = match &config.cluster {
             None => (Hub::with_hooks(&registry, webhooks.clone()), None),
@@ -198,6 +205,7 @@ impl Server {
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(SERVER_MESSAGE_SLOTS)),
             webhooks,
             limits,
+            tls,
         });
         if let Some(c) = cluster {
             tokio::spawn(c.run(hub, clock, shared.shutdown.clone()));
@@ -215,6 +223,15 @@ impl Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` with `[tls]`, `http` without: the scheme of the server's URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The server's metrics (the same numbers `/metrics` renders).
@@ -262,41 +279,56 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let _live = gateway::Live::new(&shared.live_http);
-            let mut stop = shared.http_shutdown.clone();
-            let limits = &shared.config.limits;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout())
-                .max_header_size(limits.max_header_bytes);
-            let service = {
-                let shared = shared.clone();
-                service_fn(move |mut req: Request<Incoming>| {
-                    let shared = shared.clone();
-                    // An upgrade takes the connection's slot along (the HTTP side ends at the
-                    // upgrade); other requests need not carry it.
-                    if req.uri().path() == herald_proto::client::GATEWAY_PATH {
-                        req.extensions_mut().insert(slot.clone());
-                    }
-                    async move { Ok::<_, std::convert::Infallible>(route(shared, req).await) }
-                })
-            };
-            let conn = http
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    // Answers the request in flight, if any, then closes; reads no other.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
+        // Two kinds of task rather than one that could be either, so a plain connection's task
+        // is no larger than before TLS existed.
+        match shared.tls.clone() {
+            None => tokio::spawn(serve_http(stream, shared, slot)),
+            Some(tls) => tokio::spawn(async move {
+                if let Some(stream) = tls.handshake(stream, peer, &shared.metrics).await {
+                    serve_http(stream, shared, slot).await;
                 }
+            }),
+        };
+    }
+}
+
+/// Serves HTTP/1 on one connection, plain or TLS, with upgrades to the gateway.
+async fn serve_http<IO>(io: IO, shared: Arc<Shared>, slot: Arc<limits::ConnectionSlot>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _live = gateway::Live::new(&shared.live_http);
+    let mut stop = shared.http_shutdown.clone();
+    let limits = &shared.config.limits;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout())
+        .max_header_size(limits.max_header_bytes);
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            let shared = shared.clone();
+            // An upgrade takes the connection's slot along (the HTTP side ends at the
+            // upgrade); other requests need not carry it.
+            if req.uri().path() == herald_proto::client::GATEWAY_PATH {
+                req.extensions_mut().insert(slot.clone());
             }
-        });
+            async move { Ok::<_, std::convert::Infallible>(route(shared, req).await) }
+        })
+    };
+    let conn = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            // Answers the request in flight, if any, then closes; reads no other.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+        }
     }
 }
 

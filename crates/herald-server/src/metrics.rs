@@ -38,6 +38,18 @@ const DROP_NAMES: [&str; 4] = [
     "connection_closed",
 ];
 
+/// Why a TLS handshake did not complete.
+#[derive(Debug, Clone, Copy)]
+pub enum TlsFailure {
+    /// The client did not finish the handshake within `tls.handshake_timeout_ms`.
+    Timeout = 0,
+    /// The handshake failed: not TLS, no common version or cipher suite, the client refused the
+    /// certificate, or the connection broke.
+    Error = 1,
+}
+
+const TLS_FAILURE_NAMES: [&str; 2] = ["timeout", "error"];
+
 /// All counters of one server.
 #[derive(Default)]
 pub struct Metrics {
@@ -50,6 +62,7 @@ pub struct Metrics {
     dropped: [AtomicU64; 4],
     latency_buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     latency_sum_us: AtomicU64,
+    tls_handshake_failures: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -88,6 +101,16 @@ impl Metrics {
         let i = LATENCY_BOUNDS_US.partition_point(|&b| b < latency_us);
         self.latency_buckets[i].fetch_add(1, Relaxed);
         self.latency_sum_us.fetch_add(latency_us, Relaxed);
+    }
+
+    /// A TLS handshake did not complete.
+    pub fn tls_handshake_failed(&self, reason: TlsFailure) {
+        self.tls_handshake_failures[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// TLS handshakes that did not complete so far, for `reason`.
+    pub fn tls_handshake_failures(&self, reason: TlsFailure) -> u64 {
+        self.tls_handshake_failures[reason as usize].load(Relaxed)
     }
 
     /// Messaging calls accepted so far.
@@ -198,6 +221,14 @@ impl Metrics {
             let _ = writeln!(
                 o,
                 "herald_messages_dropped_total{{reason=\"{name}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        o.push_str("# HELP herald_tls_handshake_failures_total TLS handshakes that did not complete, by reason.\n# TYPE herald_tls_handshake_failures_total counter\n");
+        for (name, v) in TLS_FAILURE_NAMES.iter().zip(&self.tls_handshake_failures) {
+            let _ = writeln!(
+                o,
+                "herald_tls_handshake_failures_total{{reason=\"{name}\"}} {}",
                 v.load(Relaxed)
             );
         }

@@ -31,6 +31,7 @@ use std::io;
 
 use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::tcp::OwnedReadHalf;
@@ -343,6 +344,43 @@ impl FrameReader {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// As [`FrameReader::read`], for a stream that keeps a buffer of its own (TLS: rustls
+    /// decrypts whole records into its buffer), holding no read buffer of its own while the peer
+    /// is silent: with nothing buffered, the allocation is dropped and the wait is for a single
+    /// byte; once it arrives, the buffer is taken again and filled with whatever else the stream
+    /// already holds, without waiting. Cancel-safe, like `read`.
+    pub async fn read_lazily<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+    ) -> Result<Incoming, WsError> {
+        loop {
+            if let Some(incoming) = self.decode()? {
+                return Ok(incoming);
+            }
+            if self.buf.is_empty() && self.fragments.is_none() && self.allocated > 0 {
+                self.buf = BytesMut::new();
+                self.allocated = 0;
+            }
+            if self.allocated > 0 {
+                if io.read_buf(&mut self.buf).await? == 0 {
+                    return Err(WsError::Closed);
+                }
+                continue;
+            }
+            let mut first = [0u8; 1];
+            if io.read(&mut first).await? == 0 {
+                return Err(WsError::Closed);
+            }
+            self.replace_buffer(self.cfg.initial_buffer);
+            self.buf.put_u8(first[0]);
+            // What else is already there; an end of stream shows again on the next read, once
+            // the bytes before it have been decoded.
+            if let Some(Err(e)) = io.read_buf(&mut self.buf).now_or_never() {
+                return Err(e.into());
             }
         }
     }

@@ -16,7 +16,7 @@ use std::io::{BufRead as _, Write as _};
 
 use anyhow::anyhow;
 use base64::Engine as _;
-use herald_client::{connect, CallError, ConnectError, Engine, Event};
+use herald_client::{connect_with_tls, CallError, ConnectError, Engine, Event};
 use herald_proto::client::Call;
 use herald_server::config::dev;
 use serde::Deserialize;
@@ -52,16 +52,21 @@ A line that is not a call prints {"event":"onCliError","message":"..."}. When st
 connection is closed and the command exits after {"event":"onConnectionClosed",...}.
 The defaults of --server and --app-id are those of `herald serve` with no --config."#)]
 pub struct Args {
-    /// The server, as http://HOST:PORT.
+    /// The server, as http://HOST:PORT, or https://HOST:PORT for a server with [tls].
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// A PEM file of certificates to trust besides the public authorities, for an https server
+    /// with a self-signed or private certificate.
+    #[arg(long, value_name = "PATH")]
+    ca_cert: Option<std::path::PathBuf>,
     /// The AppId.
     #[arg(long, default_value = dev::APP_ID)]
     app_id: String,
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
-    let (engine, mut events) = connect(&args.server, &args.app_id)
+    let tls = crate::tls(args.ca_cert.as_deref())?;
+    let (engine, mut events) = connect_with_tls(&args.server, &args.app_id, &tls)
         .await
         .map_err(|e| match e {
             ConnectError::InvalidServer(_) => CliError::usage(e),

@@ -96,6 +96,20 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The certificates `client` and `send` trust: the public authorities, and those of `--ca-cert`.
+pub fn tls(ca_cert: Option<&std::path::Path>) -> Result<herald_client::Tls, CliError> {
+    use anyhow::Context as _;
+    let Some(path) = ca_cert else {
+        return Ok(herald_client::Tls::default());
+    };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read --ca-cert {}", path.display()))
+        .map_err(CliError::Usage)?;
+    herald_client::Tls::with_root_pem(&pem)
+        .with_context(|| format!("--ca-cert {}", path.display()))
+        .map_err(CliError::Usage)
+}
+
 /// The error and its causes on one line. A cause whose text the message already contains is
 /// skipped: some error types print their source in their own message as well as return it.
 pub fn report(e: &anyhow::Error) -> String {

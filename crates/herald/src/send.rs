@@ -28,9 +28,13 @@ pub struct Args {
     /// The action to call.
     #[arg(value_enum)]
     action: SendAction,
-    /// The server, as http://HOST:PORT.
+    /// The server, as http://HOST:PORT, or https://HOST:PORT for a server with [tls].
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// A PEM file of certificates to trust besides the public authorities, for an https server
+    /// with a self-signed or private certificate.
+    #[arg(long, value_name = "PATH")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Access key.
     #[arg(long, default_value = dev::AK)]
     ak: String,
@@ -96,8 +100,10 @@ impl From<Version> for ApiVersion {
 }
 
 pub async fn run(args: Args) -> Result<ExitCode, CliError> {
+    let tls = crate::tls(args.ca_cert.as_deref())?;
     let api = OpenApiClient::new(&args.server, &args.ak, &args.sk)
         .map_err(CliError::usage)?
+        .with_tls(&tls)
         .with_region(&args.region)
         .with_version(args.api_version.into());
     let message = if args.binary {

@@ -31,15 +31,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         StartError::Bind { .. } => CliError::runtime(e),
     })?;
     // Printed once bound, with the real address (a configured port 0 shows the chosen one).
-    println!(
-        "herald listening on http://{} (OpenAPI at /, client gateway at /ws)",
-        server.local_addr()
-    );
+    let base = format!("{}://{}", server.scheme(), server.local_addr());
+    println!("herald listening on {base} (OpenAPI at /, client gateway at /ws)");
     if dev_app {
         print_dev_app();
     }
     if let Some(token) = admin_token {
-        let base = format!("http://{}", server.local_addr());
         println!("console: {base}/#token={token}");
         println!("demo:    {base}/demo#token={token}");
     }

@@ -96,8 +96,13 @@ fn free_port() -> u16 {
 
 /// `herald serve --config` on a free port, once it accepts connections.
 fn serve() -> (Running, String) {
+    serve_with("serve", "", "http")
+}
+
+/// As [`serve`], with `extra` configuration, named `name`, reached with `scheme`.
+fn serve_with(name: &str, extra: &str, scheme: &str) -> (Running, String) {
     let port = free_port();
-    let config = config_file("serve", port, "");
+    let config = config_file(name, port, extra);
     let server = Running(
         Command::new(HERALD)
             .args(["serve", "--config", config.to_str().unwrap()])
@@ -114,13 +119,19 @@ fn serve() -> (Running, String) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    (server, format!("http://127.0.0.1:{port}"))
+    (server, format!("{scheme}://127.0.0.1:{port}"))
 }
 
 /// `herald client`, with its stdin to write calls to and its stdout lines.
 fn client(server: &str) -> (Running, ChildStdin, Lines) {
+    client_with(server, &[])
+}
+
+/// As [`client`], with more arguments.
+fn client_with(server: &str, args: &[&str]) -> (Running, ChildStdin, Lines) {
     let mut child = Command::new(HERALD)
         .args(["client", "--server", server, "--app-id", APP_ID])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -606,4 +617,60 @@ fn new_tokens_through_the_client_lines() {
         ),
         (Some("onRoomStateChanged"), Some("r1"), Some(-1010))
     );
+}
+
+#[test]
+fn client_and_send_speak_tls_trusting_ca_cert() {
+    let dir = std::env::temp_dir().join(format!("herald-cli-{}-tls", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let tls = format!("[tls]\ncert = {:?}\nkey = {:?}\n", cert_path, key_path);
+    let (_server, base) = serve_with("tls", &tls, "https");
+    let ca = cert_path.to_str().unwrap();
+
+    let (_client, mut stdin, out) = client_with(&base, &["--ca-cert", ca]);
+    login(&mut stdin, &out, "u1");
+    let o = send(
+        &base,
+        &[
+            "SendUnicast",
+            "--ca-cert",
+            ca,
+            "--to",
+            "u1",
+            "--message",
+            "hi",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        out.next(),
+        r#"{"event":"onUserMessageReceivedOutsideRoom","msgid":1,"uid":"server_bot","message":"hi"}"#
+    );
+
+    // Without --ca-cert only public authorities are trusted: the call fails, exit 1.
+    let o = send(&base, &["SendUnicast", "--to", "u1", "--message", "x"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // A --ca-cert that cannot be read is the user's to fix: exit 2, naming the file.
+    let missing = dir.join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let o = send(
+        &base,
+        &[
+            "SendUnicast",
+            "--ca-cert",
+            missing,
+            "--to",
+            "u1",
+            "--message",
+            "x",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(missing), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
 }
