@@ -80,41 +80,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The server's query parsing (`herald-server` `api::parse_query`, copied: that crate is not a
-/// dependency of the fuzz targets). Empty pairs are skipped; a pair without `=` has an empty value.
+/// The server's query parsing (`herald_proto::sign::decode_query`, as `herald-server` reads a
+/// request). Empty pairs are skipped; a pair without `=` has an empty value.
 pub fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    herald_proto::sign::decode_query(q)
 }
 
-/// The server's percent-decoding (copied from `herald-server` `api::percent_decode`).
+/// The server's percent-decoding of one component.
 pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    herald_proto::sign::percent_decode(s)
 }
 
 /// True when `name` can be an HTTP header name (an RFC 9110 token).

@@ -158,37 +158,7 @@ impl SigningKeys {
 
 /// Percent-decodes a query string into pairs, in order (`+` is a space, as form encoding has it).
 pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    herald_proto::sign::decode_query(q)
 }
 
 fn single<'a>(
@@ -608,6 +578,7 @@ mod tests {
                 ("%zz".into(), "1".into()),
             ]
         );
+        use herald_proto::sign::percent_decode;
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("a%4"), "a%4");
         assert_eq!(percent_decode("%41%42"), "AB");
