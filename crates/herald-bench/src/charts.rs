@@ -112,6 +112,36 @@ fn throughput(system: System, s: &StepResult) -> f64 {
     }
 }
 
+/// A chart with both axes logarithmic.
+type LogLog<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// The frame of a chart against offered calls/s, both axes logarithmic, mesh drawn.
+fn log_log<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    y_desc: &str,
+) -> anyhow::Result<LogLog<'a, 'b>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x.log_scale(), y.log_scale())
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered calls/s")
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| number(*v))
+        .y_label_formatter(&|v| number(*v))
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(draw_error)?;
+    Ok(chart)
+}
+
 fn throughput_chart(path: &Path, title: &str, runs: &[(System, &Stepped)]) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(draw_error)?;
@@ -121,25 +151,12 @@ fn throughput_chart(path: &Path, title: &str, runs: &[(System, &Stepped)]) -> an
     };
     let x = log_range(all().filter_map(|(_, s)| s.offered));
     let y = log_range(all().map(|(sys, s)| throughput(sys, s)));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{title}: throughput (filled: sustained step)"),
-            ("sans-serif", 24),
-        )
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x.log_scale(), y.log_scale())
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("offered calls/s")
-        .y_desc("deliveries/s received (bare axum: calls/s answered)")
-        .x_label_formatter(&|v| number(*v))
-        .y_label_formatter(&|v| number(*v))
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = log_log(
+        &root,
+        &format!("{title}: throughput (filled: sustained step)"),
+        (x, y),
+        "deliveries/s received (bare axum: calls/s answered)",
+    )?;
     for (system, run) in runs {
         let c = colour(*system);
         let steps = steps_by_rate(run);
@@ -183,25 +200,12 @@ fn latency_chart(path: &Path, title: &str, runs: &[(System, &Stepped)]) -> anyho
     let x = log_range(all().filter_map(|s| s.offered));
     let y = log_range(all().flat_map(|s| [s.latency.p50_ms, s.latency.p99_ms]));
     let y = y.start.min(0.1)..y.end;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{title}: latency, p50 (dashed) and p99 (solid)"),
-            ("sans-serif", 24),
-        )
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x.log_scale(), y.log_scale())
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("offered calls/s")
-        .y_desc("API call to receipt, ms (bare axum: round trip)")
-        .x_label_formatter(&|v| number(*v))
-        .y_label_formatter(&|v| number(*v))
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = log_log(
+        &root,
+        &format!("{title}: latency, p50 (dashed) and p99 (solid)"),
+        (x, y),
+        "API call to receipt, ms (bare axum: round trip)",
+    )?;
     let floor = 0.001;
     for (system, run) in runs {
         let c = colour(*system);

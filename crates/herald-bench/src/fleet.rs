@@ -434,30 +434,16 @@ async fn receive(mut ws: WsClient, mut decoder: Decoder, index: usize, shared: &
             shared.latency.record_all(index, &got.latencies_us);
             got.latencies_us.clear();
         }
-        if got.msgid_gaps > 0 {
-            shared
-                .msgid_gaps
-                .fetch_add(std::mem::take(&mut got.msgid_gaps), Relaxed);
-        }
-        if got.bad > 0 {
-            shared
-                .bad_frames
-                .fetch_add(std::mem::take(&mut got.bad), Relaxed);
-        }
-        if got.events > 0 {
-            shared
-                .events
-                .fetch_add(std::mem::take(&mut got.events), Relaxed);
-        }
-        if got.out_of_order > 0 {
-            shared
-                .out_of_order
-                .fetch_add(std::mem::take(&mut got.out_of_order), Relaxed);
-        }
-        if got.duplicates > 0 {
-            shared
-                .duplicates
-                .fetch_add(std::mem::take(&mut got.duplicates), Relaxed);
+        for (count, total) in [
+            (&mut got.msgid_gaps, &shared.msgid_gaps),
+            (&mut got.bad, &shared.bad_frames),
+            (&mut got.events, &shared.events),
+            (&mut got.out_of_order, &shared.out_of_order),
+            (&mut got.duplicates, &shared.duplicates),
+        ] {
+            if *count > 0 {
+                total.fetch_add(std::mem::take(count), Relaxed);
+            }
         }
         let reply = match got.reply.take() {
             Some(Reply::Text(t)) => ws.send_text(t).await,

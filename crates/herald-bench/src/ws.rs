@@ -302,30 +302,9 @@ impl WsClient {
     /// Waits for the next text frame, answering pings on the way. A binary or close frame is an
     /// error: this is for the call/answer exchanges of set-up, before any message can arrive.
     pub async fn next_text(&mut self) -> io::Result<String> {
-        loop {
-            let mut pong = None;
-            if let Some(frame) = self.frames.next_frame()? {
-                match frame {
-                    Frame::Text(t) => return Ok(String::from_utf8_lossy(t).into_owned()),
-                    Frame::Ping(p) => pong = Some(p.to_vec()),
-                    Frame::Pong => {}
-                    Frame::Binary(_) => return Err(invalid("message before set-up finished")),
-                    Frame::Close(code) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            format!("closed by the server during set-up ({code:?})"),
-                        ))
-                    }
-                }
-            } else if self.fill().await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed during set-up",
-                ));
-            }
-            if let Some(p) = pong {
-                self.send_pong(&p).await?;
-            }
+        match self.next_data().await? {
+            (true, t) => Ok(String::from_utf8_lossy(&t).into_owned()),
+            (false, _) => Err(invalid("message before set-up finished")),
         }
     }
 }
