@@ -14,20 +14,11 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 fn room_query(room: &str) -> Vec<(&str, &str)> {
-    vec![
-        ("Action", "GetRoomOnlineUsers"),
-        ("Version", "2023-11-01"),
-        ("AppId", APP),
-        ("RoomId", room),
-    ]
+    Call::room_users_query(APP, room)
 }
 
 async fn online_users(addr: std::net::SocketAddr, room: &str, now: i64) -> serde_json::Value {
-    let mut c = Call::new("GetRoomOnlineUsers", json!(null), now);
-    c.method = "GET";
-    c.body = Vec::new();
-    c.query = room_query(room);
-    let r = c.send(addr).await;
+    let r = Call::room_users(APP, room, now).send(addr).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["ResponseMetadata"]["Action"], "GetRoomOnlineUsers");
     r.body["Result"].clone()

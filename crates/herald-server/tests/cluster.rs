@@ -140,16 +140,7 @@ async fn every_action_reaches_recipients_on_other_nodes() {
     }
 
     // GetRoomOnlineUsers on any node sees every node's members.
-    let mut c = Call::new("GetRoomOnlineUsers", json!(null), now);
-    c.method = "GET";
-    c.body = Vec::new();
-    c.query = vec![
-        ("Action", "GetRoomOnlineUsers"),
-        ("Version", "2023-11-01"),
-        ("AppId", APP),
-        ("RoomId", "r"),
-    ];
-    let r = c.send(a1).await;
+    let r = Call::room_users(APP, "r", now).send(a1).await;
     assert_eq!(
         r.body["Result"]["VisibleUserList"],
         json!(["bob", "carol", "dave"])

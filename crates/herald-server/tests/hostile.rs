@@ -1246,16 +1246,7 @@ async fn tokens_that_must_not_admit_anyone() {
     );
 
     // Nobody joined: the member saw no onUserJoined, and the room holds the member alone.
-    let mut c = Call::new("GetRoomOnlineUsers", json!(null), now);
-    c.method = "GET";
-    c.body = Vec::new();
-    c.query = vec![
-        ("Action", "GetRoomOnlineUsers"),
-        ("Version", "2023-11-01"),
-        ("AppId", APP),
-        ("RoomId", "r1"),
-    ];
-    let r = c.send(addr).await;
+    let r = Call::room_users(APP, "r1", now).send(addr).await;
     assert_eq!(
         r.body["Result"]["VisibleUserList"],
         json!(["m1"]),
@@ -1288,12 +1279,6 @@ async fn one_apps_key_cannot_reach_another_app() {
     .await;
     assert_eq!(event(&mut victim).await["state"], 0);
 
-    let room_query = vec![
-        ("Action", "GetRoomOnlineUsers"),
-        ("Version", "2023-11-01"),
-        ("AppId", APP2),
-        ("RoomId", "r1"),
-    ];
     let mut calls = Vec::new();
     let mut kick = Call::new(
         "KickUser",
@@ -1302,11 +1287,7 @@ async fn one_apps_key_cannot_reach_another_app() {
     );
     kick.query = vec![("Action", "KickUser"), ("Version", "2020-12-01")];
     calls.push(("KickUser", kick));
-    let mut users = Call::new("GetRoomOnlineUsers", json!(null), now);
-    users.method = "GET";
-    users.body = Vec::new();
-    users.query = room_query.clone();
-    calls.push(("GetRoomOnlineUsers", users));
+    calls.push(("GetRoomOnlineUsers", Call::room_users(APP2, "r1", now)));
     let mut broadcast = Call::new(
         "SendBroadcast",
         json!({"AppId": APP2, "RoomId": "r1", "From": "bot", "Binary": false, "Message": "x"}),
@@ -1334,10 +1315,7 @@ async fn one_apps_key_cannot_reach_another_app() {
     }
 
     // B's own key sees B's room unchanged, and B's member received nothing before this.
-    let mut users = Call::new("GetRoomOnlineUsers", json!(null), now);
-    users.method = "GET";
-    users.body = Vec::new();
-    users.query = room_query;
+    let mut users = Call::room_users(APP2, "r1", now);
     users.ak = AK2;
     users.sk = SK2;
     assert_eq!(

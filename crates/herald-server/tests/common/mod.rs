@@ -226,6 +226,25 @@ impl<'a> Call<'a> {
         bytes
     }
 
+    /// The query of `GetRoomOnlineUsers` for `room` of `app`.
+    pub fn room_users_query(app: &'a str, room: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("Action", "GetRoomOnlineUsers"),
+            ("Version", "2023-11-01"),
+            ("AppId", app),
+            ("RoomId", room),
+        ]
+    }
+
+    /// A signed `GET` of `GetRoomOnlineUsers` for `room` of `app`, with `AK`.
+    pub fn room_users(app: &'a str, room: &'a str, now: i64) -> Self {
+        let mut c = Call::new("GetRoomOnlineUsers", serde_json::Value::Null, now);
+        c.method = "GET";
+        c.body = Vec::new();
+        c.query = Call::room_users_query(app, room);
+        c
+    }
+
     pub async fn send(&self, addr: SocketAddr) -> Reply {
         raw_http(addr, &self.to_bytes(addr)).await
     }
