@@ -1420,6 +1420,15 @@ pub enum Registration {
     },
 }
 
+impl Registration {
+    /// The cluster's version (0: never registered).
+    pub fn version(&self) -> u64 {
+        match self {
+            Registration::Login { version, .. } | Registration::Member { version, .. } => *version,
+        }
+    }
+}
+
 impl Hub {
     /// Applies a message from another node of the cluster. Deliveries report their summary.
     pub fn apply(&self, msg: &NodeMessage, now: Timestamp) -> Summary {

@@ -6,7 +6,8 @@
 //! - `/ws?appId=…` — the client gateway ([`gateway`]), on Herald's own WebSocket codec ([`ws`]);
 //! - `/` (no query), `/demo`, `/sdk/herald.js`, `/admin/api/*` — the console, the demo, the
 //!   browser SDK and the admin API behind them ([`admin`]);
-//! - `/metrics` — Prometheus text ([`metrics`]); `/healthz` — liveness.
+//! - `/metrics` — Prometheus text ([`metrics`]); `/healthz` — liveness; `/readyz` — readiness
+//!   (503 while a cluster node is not in sync with Redis).
 //!
 //! Every TCP connection is admitted by the connection limits ([`limits`]) in the accept loop
 //! before anything is read from it.
@@ -361,6 +362,14 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
             "application/json",
             "{\"status\":\"ok\"}".to_owned(),
         ),
+        (&Method::GET, "/readyz") => {
+            let (status, body) = if shared.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+                (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"syncing\"}")
+            } else {
+                (StatusCode::OK, "{\"status\":\"ready\"}")
+            };
+            text(status, "application/json", body.to_owned())
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",

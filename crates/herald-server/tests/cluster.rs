@@ -31,11 +31,21 @@ fn node_config(redis: &Redis, node: &str, presence: bool) -> Config {
     }
 }
 
-/// Waits until `/metrics` says the node reaches Redis.
+/// Waits until `/readyz` says the node is in sync with Redis.
 async fn wait_up(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(addr, "herald_cluster_redis_up").await != 1.0 {
-        assert!(Instant::now() < deadline, "node {addr} never reached Redis");
+    loop {
+        let r = raw_http(
+            addr,
+            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if r.status == 200 {
+            assert_eq!(metric(addr, "herald_cluster_redis_up").await, 1.0);
+            return;
+        }
+        assert_eq!(r.status, 503, "{:?}", r.body);
+        assert!(Instant::now() < deadline, "node {addr} never got in sync");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -414,6 +424,12 @@ async fn redis_stopped_and_restarted() {
         started.elapsed()
     );
     assert_eq!(metric(a1, "herald_cluster_redis_up").await, 0.0);
+    let r = raw_http(
+        a1,
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.body), (503, json!({"status": "syncing"})));
     // Local clients are still connected and served: a login on n1 sends to a local user.
     let mut alice2 = login(a1, "alice2", now).await;
     let f = SendFrame {
@@ -450,4 +466,56 @@ async fn redis_stopped_and_restarted() {
     .await;
     assert_eq!(text_message(&mut bob).await, "back too");
     assert!(metric(a1, "herald_cluster_resyncs_total").await >= 2.0);
+}
+
+/// Logins and joins taken while Redis is away, and those taken while the node re-registers after
+/// it returns, are all reachable from every node as soon as the node says it is ready.
+#[tokio::test]
+async fn what_a_node_took_while_redis_was_away_is_reachable_once_ready() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let n = nodes(&redis, false, None).await;
+    let (a1, a2) = (n[0].local_addr(), n[1].local_addr());
+    let now = system_now();
+    redis.stop();
+    let mut members = Vec::new();
+    for i in 0..300 {
+        let mut c = ws(a1, APP).await;
+        join(&mut c, "big", &format!("early{i}"), now).await;
+        members.push(c);
+    }
+    // More keep joining while Redis comes back and the node re-registers the first 300, until
+    // the node says it is ready (and a little after).
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let late = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while out.len() < 300 && !*ready.borrow() {
+            let mut c = ws(a1, APP).await;
+            join(&mut c, "big", &format!("late{}", out.len()), now).await;
+            out.push(c);
+        }
+        out
+    });
+    redis.restart();
+    for s in &n {
+        wait_up(s.local_addr()).await;
+    }
+    let _ = ready_tx.send(true);
+    let late = late.await.unwrap();
+    let to: Vec<String> = (0..300)
+        .map(|i| format!("early{i}"))
+        .chain((0..late.len()).map(|i| format!("late{i}")))
+        .collect();
+    members.extend(late);
+    ok(
+        a2,
+        "BatchSendRoomUnicast",
+        json!({"AppId":APP,"From":"srv","RoomId":"big","To":to,"Message":"all of you"}),
+        now,
+    )
+    .await;
+    for c in &mut members {
+        assert_eq!(text_message(c).await, "all of you");
+    }
 }

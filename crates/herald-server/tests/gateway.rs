@@ -344,4 +344,14 @@ async fn metrics_and_health() {
     )
     .await;
     assert_eq!((r.status, r.body.clone()), (200, json!({"status": "ok"})));
+    // A single node is always ready (a cluster node only once in sync: tests/cluster.rs).
+    let r = raw_http(
+        addr,
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (200, json!({"status": "ready"}))
+    );
 }

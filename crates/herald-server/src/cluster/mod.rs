@@ -157,6 +157,26 @@ enum Op {
     },
 }
 
+/// How a login or join was registered.
+enum Registered<'a> {
+    /// In Redis, with what the claim found.
+    Claimed(Claim, Vec<UserId>),
+    /// Not in Redis: committed locally while holding the gate (if there is anything to register).
+    Local(Option<parking_lot::RwLockReadGuard<'a, ()>>),
+}
+
+/// A node's link to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Redis is unreachable: logins and joins are committed locally (version 0).
+    Down,
+    /// Connected, re-registering what this node holds: calls are refused as while down, logins
+    /// and joins are still committed locally, releases wait.
+    Syncing,
+    /// In sync: everything goes through Redis.
+    Up,
+}
+
 /// The hub's [`Directory`] port: queues releases in order with the claims.
 pub struct DirectoryQueue {
     tx: mpsc::Sender<Op>,
@@ -221,7 +241,15 @@ pub struct Cluster {
     client: redis::Client,
     /// The command connection while Redis is reachable.
     conn: Mutex<Option<MultiplexedConnection>>,
+    /// In sync: Redis is reachable and holds every login and membership this node holds, so calls
+    /// may be routed. False while Redis is unreachable and while the node re-registers.
     up: AtomicBool,
+    /// Where the node is: see [`Phase`]. The directory writer waits on it while re-registering.
+    phase: tokio::sync::watch::Sender<Phase>,
+    /// Orders local commits against going up: a login or join committed without Redis (version
+    /// 0) commits under a read guard, and the node goes up under the write guard only once no
+    /// such registration is left, so none is missed by the calls routed after.
+    gate: parking_lot::RwLock<()>,
     /// Wakes the supervisor when a call saw the connection fail.
     fault: Notify,
     scripts: Scripts,
@@ -248,6 +276,8 @@ impl Cluster {
             client,
             conn: Mutex::new(None),
             up: AtomicBool::new(false),
+            phase: tokio::sync::watch::channel(Phase::Down).0,
+            gate: parking_lot::RwLock::new(()),
             fault: Notify::new(),
             scripts: Scripts::new(),
             stats: stats.clone(),
@@ -263,7 +293,7 @@ impl Cluster {
         &self.node
     }
 
-    /// Whether Redis is reachable now.
+    /// Whether Redis is reachable now and holds everything this node holds (calls are routed).
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)
     }
@@ -312,6 +342,7 @@ impl Cluster {
     fn set_down(&self) {
         self.up.store(false, Relaxed);
         *self.conn.lock() = None;
+        self.phase.send_replace(Phase::Down);
     }
 
     /// The command connection, if Redis is up.
@@ -372,9 +403,8 @@ impl Cluster {
             .await
             .map_err(|e| e.to_string())?;
         *self.conn.lock() = Some(conn.clone());
-        self.up.store(true, Relaxed);
         self.heartbeat(&mut conn).await?;
-        self.resync(&mut conn, &hub).await?;
+        self.sync(&mut conn, &hub).await?;
         tracing::info!(node = %self.node, "cluster: connected to Redis, registrations in sync");
         let mut messages = pubsub.on_message();
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.node_ttl_ms / 3));
@@ -397,7 +427,7 @@ impl Cluster {
                 _ = tick.tick() => {
                     if self.heartbeat(&mut conn).await? {
                         tracing::warn!(node = %self.node, "cluster: this node had been given up for dead; re-registering");
-                        self.resync(&mut conn, &hub).await?;
+                        self.sync(&mut conn, &hub).await?;
                     }
                 }
                 () = self.fault.notified() => return Err("a call failed".into()),
@@ -434,6 +464,35 @@ impl Cluster {
         Ok(was_dead)
     }
 
+    /// Re-registers everything and goes up. While it runs, calls are refused (routing now could
+    /// miss recipients not yet re-registered) and logins and joins commit locally (version 0);
+    /// those are registered by further passes, and the node goes up only when a look under the
+    /// gate finds none left.
+    async fn sync(&self, conn: &mut MultiplexedConnection, hub: &Hub) -> Result<(), String> {
+        self.up.store(false, Relaxed);
+        self.phase.send_replace(Phase::Syncing);
+        self.resync(conn, hub).await?;
+        loop {
+            let pending = {
+                let _gate = self.gate.write();
+                let pending: Vec<Registration> = hub
+                    .registrations()
+                    .into_iter()
+                    .filter(|r| r.version() == 0)
+                    .collect();
+                if pending.is_empty() {
+                    self.up.store(true, Relaxed);
+                    self.phase.send_replace(Phase::Up);
+                    return Ok(());
+                }
+                pending
+            };
+            for reg in pending {
+                self.restore(conn, hub, reg).await?;
+            }
+        }
+    }
+
     /// Makes Redis agree with what this node holds: re-registers every login and membership
     /// (keeping what is still this node's, yielding what another live node took meanwhile), then
     /// forgets what this node registered before and no longer holds.
@@ -447,32 +506,7 @@ impl Cluster {
             .unwrap_or(0)
             + 1;
         for reg in hub.registrations() {
-            let (app, kind, room, uid) = reg_parts(&reg);
-            let v = self
-                .call(
-                    conn,
-                    &self.scripts.restore,
-                    &[
-                        app.as_bytes(),
-                        self.node.as_bytes(),
-                        kind.arg().as_bytes(),
-                        room.as_bytes(),
-                        uid.as_bytes(),
-                    ],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            match int(&v) {
-                Some(-1) => hub.lost(&reg),
-                Some(v) if v > 0 => {
-                    if !hub.reregistered(&reg, v as u64) {
-                        // Ended while we were registering it: forget it again.
-                        self.release(conn, app, kind, room, uid, &v.to_string(), 0, below)
-                            .await?;
-                    }
-                }
-                _ => return Err("unexpected answer to restore".into()),
-            }
+            self.restore(conn, hub, reg).await?;
         }
         let key = format!("herald:idx:{}", self.node);
         let mut cursor: u64 = 0;
@@ -497,6 +531,46 @@ impl Cluster {
                 break;
             }
             cursor = next;
+        }
+        Ok(())
+    }
+
+    /// Re-registers one login or membership this node holds.
+    async fn restore(
+        &self,
+        conn: &mut MultiplexedConnection,
+        hub: &Hub,
+        reg: Registration,
+    ) -> Result<(), String> {
+        let (app, kind, room, uid) = reg_parts(&reg);
+        let known = reg.version().to_string();
+        let v = self
+            .call(
+                conn,
+                &self.scripts.restore,
+                &[
+                    app.as_bytes(),
+                    self.node.as_bytes(),
+                    kind.arg().as_bytes(),
+                    room.as_bytes(),
+                    uid.as_bytes(),
+                    known.as_bytes(),
+                ],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match int(&v) {
+            Some(-1) => hub.lost(&reg),
+            Some(0) => {}
+            Some(v) if v > 0 => {
+                if !hub.reregistered(&reg, v as u64) {
+                    // Ended while we were registering it: forget it again (only that version,
+                    // so a newer registration of the same user stays).
+                    self.release(conn, app, kind, room, uid, &v.to_string(), 0, 0)
+                        .await?;
+                }
+            }
+            _ => return Err("unexpected answer to restore".into()),
         }
         Ok(())
     }
@@ -534,22 +608,42 @@ impl Cluster {
         .map_err(|e| e.to_string())
     }
 
-    /// Sends the directory changes in order, a pipeline at a time. While Redis is unreachable they
-    /// fail at once (claims answer [`Unavailable`]; releases are dropped and repaired by the
-    /// next resync).
+    /// Sends the directory changes in order, a pipeline at a time. While the node is not up,
+    /// claims answer [`Unavailable`] at once (their login or join commits locally and the sync
+    /// registers it); releases wait for the end of a sync, and are dropped while Redis is
+    /// unreachable (the next sync purges what they would have).
     async fn write_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut phase = self.phase.subscribe();
         while rx.recv_many(&mut batch, BATCH).await > 0 {
-            let Ok(mut conn) = self.connection() else {
-                for op in batch.drain(..) {
+            let conn = loop {
+                if let Ok(conn) = self.connection() {
+                    break Some(conn);
+                }
+                let (claims, releases) = batch
+                    .drain(..)
+                    .partition::<Vec<_>, _>(|op| matches!(op, Op::Claim { .. }));
+                for op in claims {
                     if let Op::Claim { reply, .. } = op {
                         let _ = reply.send(Err(Unavailable));
-                    } else {
-                        self.stats.directory_dropped.fetch_add(1, Relaxed);
                     }
                 }
+                batch = releases;
+                if batch.is_empty() || *phase.borrow_and_update() != Phase::Syncing {
+                    break None;
+                }
+                if phase.wait_for(|p| *p != Phase::Syncing).await.is_err() {
+                    break None;
+                }
+            };
+            let Some(mut conn) = conn else {
+                let dropped = batch.drain(..).count() as u64;
+                self.stats.directory_dropped.fetch_add(dropped, Relaxed);
                 continue;
             };
+            if batch.is_empty() {
+                continue;
+            }
             let mut pipe = redis::pipe();
             for op in &batch {
                 let cmd = match op {
@@ -612,8 +706,8 @@ impl Cluster {
         }
     }
 
-    /// Registers a login or membership before the hub commits it. Unavailable: the hub commits
-    /// it as a single node would (version 0); the next resync registers it.
+    /// Registers a login or membership before the hub commits it. `None` if it could not be
+    /// registered: the node is not up, or Redis failed (which takes the node down).
     async fn claim(
         &self,
         app: &AppId,
@@ -621,9 +715,9 @@ impl Cluster {
         room: &str,
         uid: &UserId,
         want_members: bool,
-    ) -> (Claim, Vec<UserId>) {
+    ) -> Option<(Claim, Vec<UserId>)> {
         if !self.is_up() {
-            return (Claim::default(), Vec::new());
+            return None;
         }
         let (reply, answer) = oneshot::channel();
         let op = Op::Claim {
@@ -634,10 +728,45 @@ impl Cluster {
             want_members,
             reply,
         };
-        if self.queue.try_send(op).is_err() {
-            return (Claim::default(), Vec::new());
+        let wait = Duration::from_millis(self.config.command_timeout_ms);
+        let answer = async {
+            self.queue.send(op).await.ok()?;
+            answer.await.ok()?.ok()
+        };
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Some(claimed)) => Some(claimed),
+            Ok(None) => None,
+            Err(_) => {
+                // Redis is too far behind to register it in time: reconnect and re-register.
+                self.stats.errors.fetch_add(1, Relaxed);
+                self.fault.notify_one();
+                None
+            }
         }
-        answer.await.ok().and_then(Result::ok).unwrap_or_default()
+    }
+
+    /// Registers a login or membership (`None`: refused, nothing to register) before the hub
+    /// commits it. What cannot be registered is committed as a single node would (version 0),
+    /// under the gate and only while the node is not up: the sync before the node goes up
+    /// registers it.
+    async fn register(&self, what: Option<(AppId, Kind, &str, UserId, bool)>) -> Registered<'_> {
+        let Some((app, kind, room, uid, want_members)) = what else {
+            return Registered::Local(None);
+        };
+        loop {
+            if let Some((claim, elsewhere)) = self.claim(&app, kind, room, &uid, want_members).await
+            {
+                return Registered::Claimed(claim, elsewhere);
+            }
+            {
+                let gate = self.gate.read();
+                if !self.is_up() {
+                    return Registered::Local(Some(gate));
+                }
+            }
+            // Still up: the failure is taking the node down, or the queue was briefly full.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// A login, cluster-wide: see [`Hub::prepare_login`] and [`Hub::commit_login`].
@@ -651,11 +780,18 @@ impl Cluster {
         now: Timestamp,
     ) -> i32 {
         let checked = hub.prepare_login(app, session, uid, token, now);
-        let claim = match (&checked, AppId::new(app)) {
-            (Ok(user), Ok(app_id)) => self.claim(&app_id, Kind::Login, "", user, false).await.0,
-            _ => Claim::default(),
+        let what = match (&checked, AppId::new(app)) {
+            (Ok(user), Ok(app_id)) => Some((app_id, Kind::Login, "", user.clone(), false)),
+            _ => None,
         };
-        hub.commit_login(app, session, uid, checked, claim, now)
+        match self.register(what).await {
+            Registered::Claimed(claim, _) => {
+                hub.commit_login(app, session, uid, checked, claim, now)
+            }
+            Registered::Local(_gate) => {
+                hub.commit_login(app, session, uid, checked, Claim::default(), now)
+            }
+        }
     }
 
     /// A join, cluster-wide: see [`Hub::prepare_join`] and [`Hub::commit_join`].
@@ -672,14 +808,24 @@ impl Cluster {
         now: Timestamp,
     ) -> i32 {
         let checked = hub.prepare_join(app, session, room, uid, token, now);
-        let (claim, elsewhere) = match (&checked, AppId::new(app)) {
-            (Ok(t), Ok(app_id)) => {
-                self.claim(&app_id, Kind::Member, t.room.as_str(), &t.uid, presence)
-                    .await
-            }
-            _ => (Claim::default(), Vec::new()),
+        let what = match (&checked, AppId::new(app)) {
+            (Ok(t), Ok(app_id)) => Some((
+                app_id,
+                Kind::Member,
+                t.room.as_str(),
+                t.uid.clone(),
+                presence,
+            )),
+            _ => None,
         };
-        hub.commit_join(app, session, room, uid, checked, claim, &elsewhere, now)
+        match self.register(what).await {
+            Registered::Claimed(claim, elsewhere) => {
+                hub.commit_join(app, session, room, uid, checked, claim, &elsewhere, now)
+            }
+            Registered::Local(_gate) => {
+                hub.commit_join(app, session, room, uid, checked, Claim::default(), &[], now)
+            }
+        }
     }
 
     /// Admits an OpenAPI message cluster-wide (the app's rate limit over all nodes, the `From`

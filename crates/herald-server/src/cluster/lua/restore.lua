@@ -1,13 +1,18 @@
 -- Re-registers, after an outage, a login (L) or membership (M) this node holds: kept if the
 -- cluster has it as this node's, taken if nobody live holds it, lost if another live node does.
--- ARGV: app, me, kind, room, uid. Returns the version, or -1 if lost.
+-- ARGV: app, me, kind, room, uid, the version this node knows it by (0: registered locally while
+-- Redis was away). Returns the version, -1 if lost, or 0 if the cluster has it as this node's
+-- under another version: a newer login or join of the same user here, whose commit ends the one
+-- being restored.
 local app, me, kind, room, uid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local known = tonumber(ARGV[6])
 local hk = hkey(app, kind, room)
 local e = entry(app, kind, room, uid)
 local cur = redis.call('HGET', hk, uid)
 if cur then
   local n, ver = split(cur)
   if n == me then
+    if known ~= 0 and ver ~= known then return 0 end
     redis.call('SADD', idx(me), e)
     return ver
   end
