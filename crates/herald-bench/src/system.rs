@@ -9,8 +9,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use serde::Serialize;
 use tokio::process::Command;
 
@@ -225,6 +226,11 @@ async fn start_cluster(
         let log = dir.join(format!("{tag}-node{n}.log"));
         started.push(Running::herald(&programs.herald, &config, log).await?);
     }
+    for node in &started {
+        wait_ready(node.target.addr)
+            .await
+            .with_context(|| format!("node log: {}", node.log.display()))?;
+    }
     let mut first = started.remove(0);
     first.target.nodes = std::iter::once(first.target.addr)
         .chain(started.iter().map(|r| r.target.addr))
@@ -237,6 +243,26 @@ async fn start_cluster(
     first.companions = started;
     first.companions.push(redis);
     Ok(first)
+}
+
+/// Waits until the Herald at `addr` answers `GET /readyz` with 200: a cluster node that has just
+/// started routes calls only once it is in sync with Redis.
+async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    loop {
+        let status = match crate::http::HttpConn::connect(addr).await {
+            Ok(mut conn) => conn.call(request.as_bytes()).await.map(|a| a.status).ok(),
+            Err(_) => None,
+        };
+        if status == Some(200) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("Herald at {addr} was not ready within 30 s (last /readyz: {status:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Herald's benchmark configuration as node `n` of a cluster on the Redis at `redis`.
