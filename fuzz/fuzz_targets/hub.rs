@@ -442,7 +442,7 @@ fn messages(recs: &[Rec]) -> Vec<(usize, ReceivedMessage)> {
 
 fn outcome_of(offer: Offer) -> Outcome {
     match offer {
-        Offer::Queued => Outcome::Queued,
+        Offer::Queued(_) => Outcome::Queued,
         Offer::Overflow => Outcome::SlowConsumer,
         Offer::Closed => Outcome::NotOnline,
     }
@@ -471,7 +471,7 @@ fn step(w: &mut World, c: &mut Cursor<'_>) -> bool {
                 let outbox = Arc::new(Recorder {
                     index: n,
                     log: w.log.clone(),
-                    state: Mutex::new((true, Offer::Queued)),
+                    state: Mutex::new((true, Offer::Queued(0))),
                 });
                 let id = w
                     .hub
@@ -614,7 +614,7 @@ fn step(w: &mut World, c: &mut Cursor<'_>) -> bool {
         }
         9 => {
             // what this session's outbox answers from now on
-            let offer = [Offer::Queued, Offer::Overflow, Offer::Closed][usize::from(c.u8() % 3)];
+            let offer = [Offer::Queued(0), Offer::Overflow, Offer::Closed][usize::from(c.u8() % 3)];
             w.sessions[si].outbox.state.lock().unwrap().1 = offer;
         }
         10 => {
@@ -781,7 +781,11 @@ fn api_send(w: &mut World, c: &mut Cursor<'_>, pick: u8) {
     let mut observed: Vec<(String, Outcome)> = Vec::new();
     let result = w
         .hub
-        .send(&req, w.now(), |u, o| observed.push((u.to_string(), o)));
+        .send(&req, w.now(), |u, o, receipt| {
+            // A receipt comes with every queued outcome, and only with those.
+            assert_eq!(receipt.is_some(), o == Outcome::Queued, "{u}: {o:?}");
+            observed.push((u.to_string(), o));
+        });
     let recs = w.drain(&Doing::Other);
     let msgs = messages(&recs);
     match result {
@@ -901,7 +905,7 @@ fn client_send(w: &mut World, c: &mut Cursor<'_>, si: usize) {
             Some(h) => {
                 to_sessions.push(h);
                 Ok(match w.sessions[h].offer() {
-                    Offer::Queued => send_result::SUCCESS,
+                    Offer::Queued(_) => send_result::SUCCESS,
                     Offer::Overflow => send_result::BROKEN,
                     Offer::Closed => send_result::NO_RECEIVER,
                 })

@@ -30,8 +30,8 @@ pub type SessionId = u64;
 /// What happened to a frame offered to an [`Outbox`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    /// Queued for writing.
-    Queued,
+    /// Queued for writing: a message frame with this connection's msgid for it (events: 0).
+    Queued(u64),
     /// The connection's queue is full: it is being cut off as a slow consumer and the frame dropped.
     Overflow,
     /// The connection is already closing; the frame was dropped.
@@ -46,6 +46,28 @@ pub trait Outbox: Send + Sync {
     fn message(&self, delivery: &Delivery, accepted: Timestamp) -> Offer;
     /// Queues a control event.
     fn event(&self, event: &Event) -> Offer;
+    /// The highest msgid whose frame has been written to the connection (0: none, or not
+    /// tracked): what a delivery report calls written rather than queued.
+    fn written(&self) -> u64 {
+        0
+    }
+}
+
+/// Where a recipient's copy of a message went: its connection's outbox and the msgid it got there.
+/// Given to a delivery's observer with every queued outcome, for per-recipient reports.
+#[derive(Clone, Copy)]
+pub struct Receipt<'a> {
+    /// The recipient's connection.
+    pub outbox: &'a Arc<dyn Outbox>,
+    /// The connection's msgid for the message.
+    pub msgid: u64,
+}
+
+impl Receipt<'_> {
+    /// Whether the connection has written the message to its socket by now.
+    pub fn written(&self) -> bool {
+        self.outbox.written() >= self.msgid
+    }
 }
 
 /// Why a user left a room or ended a login, as the hooks see it.
@@ -165,6 +187,9 @@ pub struct ServerParams {
 pub enum Outcome {
     /// Queued on the recipient's connection.
     Queued,
+    /// Queued, and written to the connection's socket by the time a report was made (the hub
+    /// reports `Queued`; a report upgrades it from the [`Receipt`]).
+    Written,
     /// `SendUnicast`: the user is not logged in (or the connection is closing).
     NotOnline,
     /// A room action: the user is not in the room.
@@ -194,7 +219,7 @@ impl Summary {
     /// Counts one recipient's outcome.
     pub fn add(&mut self, o: Outcome) {
         match o {
-            Outcome::Queued => self.queued += 1,
+            Outcome::Queued | Outcome::Written => self.queued += 1,
             Outcome::NotOnline => self.not_online += 1,
             Outcome::NotInRoom => self.not_in_room += 1,
             Outcome::SlowConsumer => self.slow_consumer += 1,
@@ -731,7 +756,7 @@ impl Hub {
         &self,
         req: &SendRequest,
         now: Timestamp,
-        observe: impl FnMut(&UserId, Outcome),
+        observe: impl FnMut(&UserId, Outcome, Option<Receipt<'_>>),
     ) -> Result<Summary, SendError> {
         let hub = self.apps.get(&req.app_id).ok_or(SendError::UnknownApp)?;
         hub.limiter
@@ -767,7 +792,7 @@ impl Hub {
         delivery: &Delivery,
         to: Recipients<'_>,
         accepted: Timestamp,
-        observe: impl FnMut(&UserId, Outcome),
+        observe: impl FnMut(&UserId, Outcome, Option<Receipt<'_>>),
     ) -> Summary {
         let Some(hub) = self.apps.get(app) else {
             return Summary::default();
@@ -1309,7 +1334,7 @@ fn me_rooms_remove(st: &mut AppState, session: SessionId, room: &RoomId) -> Opti
 /// A user send's result from what the recipient's outbox did with it.
 fn offer_result(offer: Offer) -> Result<(), i32> {
     match offer {
-        Offer::Queued => Ok(()),
+        Offer::Queued(_) => Ok(()),
         Offer::Overflow => Err(send_result::BROKEN),
         Offer::Closed => Err(send_result::NO_RECEIVER),
     }
@@ -1356,37 +1381,40 @@ fn deliver_locked(
     delivery: &Delivery,
     to: Recipients<'_>,
     accepted: Timestamp,
-    mut observe: impl FnMut(&UserId, Outcome),
+    mut observe: impl FnMut(&UserId, Outcome, Option<Receipt<'_>>),
 ) -> Summary {
     let mut summary = Summary::default();
-    let mut record = |uid: &UserId, o: Outcome| {
+    // `absent`: the outcome when the recipient is not held here.
+    let mut record = |uid: &UserId, m: Option<&Member>, absent: Outcome| {
+        let (o, msgid) = match m.map(|m| m.outbox.message(delivery, accepted)) {
+            None => (absent, None),
+            Some(Offer::Queued(msgid)) => (Outcome::Queued, Some(msgid)),
+            Some(Offer::Overflow) => (Outcome::SlowConsumer, None),
+            Some(Offer::Closed) => (Outcome::NotOnline, None),
+        };
         summary.add(o);
-        observe(uid, o);
-    };
-    let offer = |m: &Member| match m.outbox.message(delivery, accepted) {
-        Offer::Queued => Outcome::Queued,
-        Offer::Overflow => Outcome::SlowConsumer,
-        Offer::Closed => Outcome::NotOnline,
+        let receipt = m.zip(msgid).map(|(m, msgid)| Receipt {
+            outbox: &m.outbox,
+            msgid,
+        });
+        observe(uid, o, receipt);
     };
     match to {
         Recipients::Logins(uids) => {
             for uid in uids {
-                record(uid, st.logins.get(uid).map_or(Outcome::NotOnline, offer));
+                record(uid, st.logins.get(uid), Outcome::NotOnline);
             }
         }
         Recipients::Members(room, uids) => {
             let members = st.rooms.get(room);
             for uid in uids {
-                let o = members
-                    .and_then(|m| m.get(uid))
-                    .map_or(Outcome::NotInRoom, offer);
-                record(uid, o);
+                record(uid, members.and_then(|m| m.get(uid)), Outcome::NotInRoom);
             }
         }
         Recipients::Room(room, except) => {
             for (uid, m) in st.rooms.get(room).into_iter().flatten() {
                 if except != Some(uid.as_str()) {
-                    record(uid, offer(m));
+                    record(uid, Some(m), Outcome::NotInRoom);
                 }
             }
         }
@@ -1430,8 +1458,14 @@ impl Registration {
 }
 
 impl Hub {
-    /// Applies a message from another node of the cluster. Deliveries report their summary.
-    pub fn apply(&self, msg: &NodeMessage, now: Timestamp) -> Summary {
+    /// Applies a message from another node of the cluster. Deliveries report their summary, and
+    /// each recipient's outcome to `observe`.
+    pub fn apply(
+        &self,
+        msg: &NodeMessage,
+        now: Timestamp,
+        observe: impl FnMut(&UserId, Outcome, Option<Receipt<'_>>),
+    ) -> Summary {
         match msg {
             NodeMessage::Deliver {
                 app,
@@ -1440,6 +1474,7 @@ impl Hub {
                 room,
                 except,
                 to,
+                report: _,
             } => {
                 let room = RoomId::new(room).ok();
                 let uids: Vec<UserId> = match to {
@@ -1454,7 +1489,7 @@ impl Hub {
                     (Addressees::Users(_), None) => Recipients::Logins(&uids),
                     (Addressees::Room, None) => return Summary::default(),
                 };
-                self.deliver(app, delivery, to, *accepted, |_, _| {})
+                self.deliver(app, delivery, to, *accepted, observe)
             }
             NodeMessage::LoginTaken { app, uid, version } => {
                 self.end_taken_login(app, uid, *version);
@@ -1488,6 +1523,8 @@ impl Hub {
                 }
                 Summary::default()
             }
+            // For the node that asked: the edge routes them to the waiting call.
+            NodeMessage::Outcomes { .. } => Summary::default(),
         }
     }
 

@@ -8,6 +8,8 @@
 //!
 //! ```text
 //! D\n<app>\n<flags>\n<accepted µs>\n<room>\n<except uid>\n<uid,uid,…|*>\n<body…>   deliver
+//! R\n<node>\n<call id>\nD\n…                                                  deliver, and report
+//! O\n<call id>\n<node>\n<count>\n(<outcome letter><uid>\n)*                      outcomes reported
 //! L\n<app>\n<uid>\n<version>\n                                                  login taken over
 //! M\n<app>\n<room>\n<uid>\n<version>\n                                          membership taken over
 //! J\n<app>\n<room>\n<uid>\n                                                     joined elsewhere
@@ -18,6 +20,7 @@
 use bytes::Bytes;
 use herald_proto::client::Delivery;
 
+use crate::hub::Outcome;
 use crate::time::Timestamp;
 
 /// Who a forwarded delivery is for, on the receiving node.
@@ -27,6 +30,15 @@ pub enum Addressees {
     Users(Vec<String>),
     /// Every member of the room on the receiving node.
     Room,
+}
+
+/// The node and call a delivery report goes back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportTo {
+    /// The node whose API call asked for the report.
+    pub node: String,
+    /// That node's id for the call.
+    pub call: u64,
 }
 
 /// One message from another node.
@@ -46,6 +58,17 @@ pub enum NodeMessage {
         except: String,
         /// The recipients.
         to: Addressees,
+        /// Where to report each recipient's outcome (a delivery report was asked for).
+        report: Option<ReportTo>,
+    },
+    /// The outcomes a node's recipients of a reported delivery had.
+    Outcomes {
+        /// The call, as [`ReportTo::call`] named it.
+        call: u64,
+        /// The node that delivered.
+        node: String,
+        /// Each recipient held there, with its outcome.
+        outcomes: Vec<(String, Outcome)>,
     },
     /// `uid` logged in on another node, as registration `version`: end an older local login.
     LoginTaken {
@@ -111,13 +134,42 @@ pub fn deliver_prefix(
     accepted: Timestamp,
     room: &str,
     except: &str,
+    report: Option<&ReportTo>,
 ) -> Vec<u8> {
-    format!(
+    let mut out = match report {
+        Some(r) => format!("R\n{}\n{}\n", r.node, r.call),
+        None => String::new(),
+    };
+    out.push_str(&format!(
         "D\n{app}\n{}\n{}\n{room}\n{except}\n",
         delivery.flags(),
         accepted.micros()
-    )
-    .into_bytes()
+    ));
+    out.into_bytes()
+}
+
+/// The letter of an outcome in an `O` message.
+fn outcome_letter(o: Outcome) -> char {
+    match o {
+        Outcome::Queued => 'Q',
+        Outcome::Written => 'W',
+        Outcome::NotOnline => 'N',
+        Outcome::NotInRoom => 'R',
+        Outcome::SlowConsumer => 'S',
+        Outcome::Forwarded => 'F',
+    }
+}
+
+fn letter_outcome(c: u8) -> Result<Outcome, Malformed> {
+    Ok(match c {
+        b'Q' => Outcome::Queued,
+        b'W' => Outcome::Written,
+        b'N' => Outcome::NotOnline,
+        b'R' => Outcome::NotInRoom,
+        b'S' => Outcome::SlowConsumer,
+        b'F' => Outcome::Forwarded,
+        _ => return Err(Malformed("unknown outcome")),
+    })
 }
 
 /// A whole delivery message: prefix, recipients, body.
@@ -128,8 +180,9 @@ pub fn encode_deliver(
     room: &str,
     except: &str,
     to: &Addressees,
+    report: Option<&ReportTo>,
 ) -> Vec<u8> {
-    let mut out = deliver_prefix(app, delivery, accepted, room, except);
+    let mut out = deliver_prefix(app, delivery, accepted, room, except, report);
     match to {
         Addressees::Room => out.push(b'*'),
         Addressees::Users(uids) => out.extend_from_slice(uids.join(",").as_bytes()),
@@ -150,7 +203,21 @@ pub fn encode(msg: &NodeMessage) -> Vec<u8> {
             room,
             except,
             to,
-        } => encode_deliver(app, delivery, *accepted, room, except, to),
+            report,
+        } => encode_deliver(app, delivery, *accepted, room, except, to, report.as_ref()),
+        NodeMessage::Outcomes {
+            call,
+            node,
+            outcomes,
+        } => {
+            let mut out = format!("O\n{call}\n{node}\n{}\n", outcomes.len());
+            for (uid, o) in outcomes {
+                out.push(outcome_letter(*o));
+                out.push_str(uid);
+                out.push('\n');
+            }
+            out.into_bytes()
+        }
         NodeMessage::LoginTaken { app, uid, version } => {
             format!("L\n{app}\n{uid}\n{version}\n").into_bytes()
         }
@@ -195,6 +262,60 @@ pub fn decode(data: &Bytes) -> Result<NodeMessage, Malformed> {
     let (kind, _) = fields(data, 1)?;
     let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     match kind[0] {
+        "R" => {
+            let (f, rest) = fields(data, 3)?;
+            let report = ReportTo {
+                node: f[1].to_owned(),
+                call: number(f[2])?,
+            };
+            if !rest.starts_with(b"D\n") {
+                return Err(Malformed("a report without a delivery"));
+            }
+            match decode(&data.slice(data.len() - rest.len()..))? {
+                NodeMessage::Deliver {
+                    app,
+                    delivery,
+                    accepted,
+                    room,
+                    except,
+                    to,
+                    report: None,
+                } => Ok(NodeMessage::Deliver {
+                    app,
+                    delivery,
+                    accepted,
+                    room,
+                    except,
+                    to,
+                    report: Some(report),
+                }),
+                _ => Err(Malformed("a report without a delivery")),
+            }
+        }
+        "O" => {
+            let (f, mut rest) = fields(data, 4)?;
+            let n: usize = number(f[3])?;
+            // Each outcome takes at least two bytes: a count larger than that is a lie.
+            if n > rest.len() / 2 {
+                return Err(Malformed("outcome count"));
+            }
+            let mut outcomes = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (line, next) = fields(rest, 1)?;
+                let (&letter, uid) = line[0]
+                    .as_bytes()
+                    .split_first()
+                    .ok_or(Malformed("empty outcome"))?;
+                let uid = std::str::from_utf8(uid).map_err(|_| Malformed("not UTF-8"))?;
+                outcomes.push((uid.to_owned(), letter_outcome(letter)?));
+                rest = next;
+            }
+            Ok(NodeMessage::Outcomes {
+                call: number(f[1])?,
+                node: f[2].to_owned(),
+                outcomes,
+            })
+        }
         "D" => {
             let (f, rest) = fields(data, 7)?;
             let flags: u8 = number(f[2])?;
@@ -212,6 +333,7 @@ pub fn decode(data: &Bytes) -> Result<NodeMessage, Malformed> {
                 room: f[4].to_owned(),
                 except: f[5].to_owned(),
                 to,
+                report: None,
             })
         }
         "L" => {
@@ -282,6 +404,35 @@ mod tests {
             room: "r1".into(),
             except: String::new(),
             to: Addressees::Users(vec!["u1".into(), "u.2@x".into()]),
+            report: None,
+        });
+        roundtrip(NodeMessage::Deliver {
+            app: "a".into(),
+            delivery: d.clone(),
+            accepted: Timestamp::from_micros(5),
+            room: String::new(),
+            except: String::new(),
+            to: Addressees::Users(vec!["u1".into()]),
+            report: Some(ReportTo {
+                node: "node-a".into(),
+                call: 77,
+            }),
+        });
+        roundtrip(NodeMessage::Outcomes {
+            call: 77,
+            node: "node-b".into(),
+            outcomes: vec![
+                ("u1".into(), Outcome::Queued),
+                ("u2".into(), Outcome::Written),
+                ("u3".into(), Outcome::NotOnline),
+                ("u4".into(), Outcome::NotInRoom),
+                ("u5".into(), Outcome::SlowConsumer),
+            ],
+        });
+        roundtrip(NodeMessage::Outcomes {
+            call: 1,
+            node: "n".into(),
+            outcomes: Vec::new(),
         });
         roundtrip(NodeMessage::Deliver {
             app: "a".into(),
@@ -290,6 +441,7 @@ mod tests {
             room: "r1".into(),
             except: "me".into(),
             to: Addressees::Room,
+            report: None,
         });
         roundtrip(NodeMessage::LoginTaken {
             app: "a".into(),
@@ -328,6 +480,12 @@ mod tests {
             b"D\napp\nx\n1\n\n\n*\n",
             b"L\na\nu\nnot-a-number\n",
             b"Z\n",
+            b"R\nnode\n1\n",
+            b"R\nnode\n1\nL\na\nu\n1\n",
+            b"R\nnode\n1\nR\nnode\n1\nD\na\n0\n1\n\n\n*\n",
+            b"O\n1\nn\n99999999\nQu\n",
+            b"O\n1\nn\n1\nZu\n",
+            b"O\n1\nn\n1\n\n",
             b"\xff\n",
         ] {
             assert!(decode(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");

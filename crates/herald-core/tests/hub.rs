@@ -52,11 +52,11 @@ impl Outbox for Recorder {
         frames.push(Frame::Message(
             ReceivedMessage::decode(buf.freeze()).unwrap(),
         ));
-        Offer::Queued
+        Offer::Queued(msgid)
     }
     fn event(&self, e: &Event) -> Offer {
         self.frames.lock().push(Frame::Event(e.clone()));
-        Offer::Queued
+        Offer::Queued(0)
     }
 }
 
@@ -195,7 +195,7 @@ fn duplicate_login_ends_the_older_session() {
         vec![Frame::Event(Event::Logout { reason: 1 })]
     );
     let s = hub
-        .send(&req(Target::User(uid("u1")), "hi"), now(), |_, _| {})
+        .send(&req(Target::User(uid("u1")), "hi"), now(), |_, _, _| {})
         .unwrap();
     assert_eq!(s.queued, 1);
     assert!(old_rec.take().is_empty());
@@ -211,7 +211,7 @@ fn unicast_reaches_only_its_user_with_increasing_msgids() {
         hub.send(
             &req(Target::User(uid("a")), &format!("m{i}")),
             now(),
-            |_, _| {},
+            |_, _, _| {},
         )
         .unwrap();
     }
@@ -222,7 +222,7 @@ fn unicast_reaches_only_its_user_with_increasing_msgids() {
         .all(|m| m.kind == MessageKind::OutsideRoom && m.uid == "bot"));
     assert!(b.take().is_empty());
     let s = hub
-        .send(&req(Target::User(uid("nobody")), "x"), now(), |_, _| {})
+        .send(&req(Target::User(uid("nobody")), "x"), now(), |_, _, _| {})
         .unwrap();
     assert_eq!(
         s,
@@ -249,7 +249,7 @@ fn room_messages_reach_members_only() {
                 "batch",
             ),
             now(),
-            |u, o| seen.push((u.to_string(), o)),
+            |u, o, receipt| seen.push((u.to_string(), o, receipt.map(|r| r.msgid))),
         )
         .unwrap();
     assert_eq!(
@@ -260,7 +260,15 @@ fn room_messages_reach_members_only() {
             ..Summary::default()
         }
     );
-    assert_eq!(seen[0], ("a".into(), Outcome::Queued));
+    // Each outcome, with the msgid the recipient's connection gave a queued message.
+    assert_eq!(
+        seen,
+        [
+            ("a".into(), Outcome::Queued, Some(1)),
+            ("c".into(), Outcome::NotInRoom, None),
+            ("d".into(), Outcome::NotInRoom, None)
+        ]
+    );
     let m = &messages(&a)[0];
     assert_eq!(
         (m.kind, m.room_id.as_deref()),
@@ -269,7 +277,7 @@ fn room_messages_reach_members_only() {
     assert!(b.take().is_empty() && c.take().is_empty() && d.take().is_empty());
 
     let s = hub
-        .send(&req(Target::Room(room("r1")), "all"), now(), |_, _| {})
+        .send(&req(Target::Room(room("r1")), "all"), now(), |_, _, _| {})
         .unwrap();
     assert_eq!(s.queued, 2);
     assert_eq!(messages(&a)[0].kind, MessageKind::RoomBroadcast);
@@ -281,20 +289,20 @@ fn room_messages_reach_members_only() {
 fn from_may_not_be_an_online_user() {
     let hub = hub(500);
     let (_bot, _) = login(&hub, "bot");
-    let err = hub.send(&req(Target::User(uid("x")), "m"), now(), |_, _| {});
+    let err = hub.send(&req(Target::User(uid("x")), "m"), now(), |_, _, _| {});
     assert_eq!(err, Err(SendError::FromIsOnlineUser));
     // Outside the room, "bot" being logged in does not matter to room actions...
     assert!(hub
-        .send(&req(Target::Room(room("r1")), "m"), now(), |_, _| {})
+        .send(&req(Target::Room(room("r1")), "m"), now(), |_, _, _| {})
         .is_ok());
     // ...but a member of the room named "bot" does.
     join(&hub, "r1", "bot");
-    let err = hub.send(&req(Target::Room(room("r1")), "m"), now(), |_, _| {});
+    let err = hub.send(&req(Target::Room(room("r1")), "m"), now(), |_, _, _| {});
     assert_eq!(err, Err(SendError::FromIsOnlineUser));
     let err = hub.send(
         &req(Target::RoomUsers(room("r1"), vec![uid("y")]), "m"),
         now(),
-        |_, _| {},
+        |_, _, _| {},
     );
     assert_eq!(err, Err(SendError::FromIsOnlineUser));
 }
@@ -345,7 +353,7 @@ fn join_failures_and_duplicate_joins() {
             state: -1004
         })]
     );
-    hub.send(&req(Target::Room(room("r1")), "m"), now(), |_, _| {})
+    hub.send(&req(Target::Room(room("r1")), "m"), now(), |_, _, _| {})
         .unwrap();
     assert!(rec.take().is_empty());
     assert_eq!(messages(&other).len(), 1);
@@ -393,20 +401,22 @@ fn the_rate_limit_is_per_app_and_exact() {
     let hub = hub(5);
     let r = req(Target::User(uid("x")), "m");
     for _ in 0..5 {
-        assert!(hub.send(&r, now(), |_, _| {}).is_ok());
+        assert!(hub.send(&r, now(), |_, _, _| {}).is_ok());
     }
     assert!(matches!(
-        hub.send(&r, now(), |_, _| {}),
+        hub.send(&r, now(), |_, _, _| {}),
         Err(SendError::RateLimited(_))
     ));
     let mut other = r.clone();
     other.app_id = AppId::new(OTHER_APP).unwrap();
-    assert!(hub.send(&other, now(), |_, _| {}).is_ok());
-    assert!(hub.send(&r, now().add_micros(1_000_000), |_, _| {}).is_ok());
+    assert!(hub.send(&other, now(), |_, _, _| {}).is_ok());
+    assert!(hub
+        .send(&r, now().add_micros(1_000_000), |_, _, _| {})
+        .is_ok());
     let mut unknown = r;
     unknown.app_id = AppId::new("nope").unwrap();
     assert_eq!(
-        hub.send(&unknown, now(), |_, _| {}),
+        hub.send(&unknown, now(), |_, _, _| {}),
         Err(SendError::UnknownApp)
     );
 }
@@ -422,11 +432,11 @@ fn a_full_outbox_is_reported_as_a_slow_consumer() {
     assert_eq!(hub.login(APP, id, "s", &token(APP, "", "s", 0), now()), 0);
     let (_f, fast) = login(&hub, "f");
     let s = hub
-        .send(&req(Target::User(uid("s")), "m"), now(), |_, _| {})
+        .send(&req(Target::User(uid("s")), "m"), now(), |_, _, _| {})
         .unwrap();
     assert_eq!(s.slow_consumer, 1);
     let s = hub
-        .send(&req(Target::User(uid("f")), "m"), now(), |_, _| {})
+        .send(&req(Target::User(uid("f")), "m"), now(), |_, _, _| {})
         .unwrap();
     assert_eq!(s.queued, 1);
     assert_eq!(messages(&fast).len(), 1);

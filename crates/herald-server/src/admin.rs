@@ -234,7 +234,7 @@ async fn send(shared: &Shared, r: SendBody) -> Response<Full<Bytes>> {
         binary: false,
         payload: Bytes::from(r.message),
     };
-    match shared.send(&req, shared.clock.now()).await {
+    match shared.send(&req, shared.clock.now(), None).await {
         Ok(summary) => {
             shared.metrics.accepted(&summary);
             reply(

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use parking_lot::Mutex;
 
 use crate::cluster::{RouteError, Unavailable};
+use crate::report::{self, Report};
 use crate::Shared;
 
 /// A refused call: the error, and for rate limits when to come back.
@@ -79,6 +80,14 @@ enum Answer {
     Success(SendResult),
     /// `GetRoomOnlineUsers`.
     RoomUsers(RoomOnlineUsers),
+    /// A messaging call that asked for a delivery report: `{"Message": "Success",
+    /// "DeliveryReport": {…}}`.
+    Reported {
+        #[serde(rename = "Message")]
+        message: &'static str,
+        #[serde(rename = "DeliveryReport")]
+        report: Report,
+    },
 }
 
 fn success() -> Answer {
@@ -282,11 +291,20 @@ async fn call(
     let now = shared.clock.now();
     match op {
         Operation::Send(action) => {
+            let wants_report =
+                report::requested(headers).map_err(|m| err(ErrorCode::InvalidParameter, m))?;
             let req = parse_send_request(action, &body)?;
             authorize(shared, &access_key, &req.app_id)?;
-            let summary = shared.send(&req, now).await?;
+            let mut report = wants_report.then(Report::default);
+            let summary = shared.send(&req, now, report.as_mut()).await?;
             shared.metrics.accepted(&summary);
-            Ok(success())
+            Ok(match report {
+                Some(report) => Answer::Reported {
+                    message: "Success",
+                    report,
+                },
+                None => success(),
+            })
         }
         Operation::KickUser => {
             let req = parse_kick_request(&body)?;

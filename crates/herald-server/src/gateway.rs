@@ -490,7 +490,11 @@ async fn write_loop<T: Transport>(mut wr: T::Write, outbox: Arc<ConnOutbox>, sha
     loop {
         outbox.wait().await;
         let closing = outbox.drain(&mut items);
+        let mut last_msgid = 0;
         for item in items.drain(..) {
+            if let Item::Message { msgid, .. } = &item {
+                last_msgid = *msgid;
+            }
             encode(item, &mut head, &mut chunks, &mut accepted);
         }
         if !head.is_empty() {
@@ -505,6 +509,7 @@ async fn write_loop<T: Transport>(mut wr: T::Write, outbox: Arc<ConnOutbox>, sha
                     return;
                 }
             }
+            outbox.wrote(last_msgid);
             let now = shared.clock.now();
             for a in accepted.drain(..) {
                 shared.metrics.delivered(now.micros_since(a));

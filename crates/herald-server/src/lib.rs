@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod limits;
 pub mod metrics;
 pub mod outbox;
+pub mod report;
 mod tls;
 pub mod upstream;
 pub mod webhook;
@@ -92,20 +93,31 @@ impl Shared {
         &self,
         req: &herald_proto::openapi::SendRequest,
         now: herald_core::time::Timestamp,
+        mut report: Option<&mut report::Report>,
     ) -> Result<herald_core::hub::Summary, cluster::RouteError> {
         use herald_core::hub::SendError;
         match &self.cluster {
-            None => self
-                .hub
-                .send(req, now, |_, _| {})
-                .map_err(cluster::RouteError::Refused),
+            None => {
+                let summary = self
+                    .hub
+                    .send(req, now, |u, o, receipt| {
+                        if let Some(r) = report.as_deref_mut() {
+                            r.record(u.as_str(), o, receipt);
+                        }
+                    })
+                    .map_err(cluster::RouteError::Refused)?;
+                if let Some(r) = report {
+                    r.sort();
+                }
+                Ok(summary)
+            }
             Some(c) => {
                 let limit = self
                     .registry
                     .app(req.app_id.as_str())
                     .map(|a| a.qps_limit)
                     .ok_or(cluster::RouteError::Refused(SendError::UnknownApp))?;
-                c.send(&self.hub, req, limit, now).await
+                c.send(&self.hub, req, limit, now, report).await
             }
         }
     }

@@ -8,6 +8,7 @@
 //! others nothing: nobody ever waits for it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use herald_core::hub::{Offer, Outbox};
@@ -87,6 +88,8 @@ pub struct ConnOutbox {
     queue: Mutex<Queue>,
     limit: usize,
     wake: Notify,
+    /// The highest msgid the writer has written to the socket.
+    written: AtomicU64,
 }
 
 impl ConnOutbox {
@@ -102,6 +105,7 @@ impl ConnOutbox {
             }),
             limit: limit_bytes,
             wake: Notify::new(),
+            written: AtomicU64::new(0),
         }
     }
 
@@ -124,15 +128,17 @@ impl ConnOutbox {
             self.wake.notify_one();
             return Offer::Overflow;
         }
+        let mut id = 0;
         if let Item::Message { msgid, .. } = &mut item {
-            *msgid = q.next_msgid;
+            id = q.next_msgid;
+            *msgid = id;
             q.next_msgid += 1;
         }
         q.bytes += cost;
         q.items.push_back(item);
         drop(q);
         self.wake.notify_one();
-        Offer::Queued
+        Offer::Queued(id)
     }
 
     /// Queues a pong.
@@ -183,6 +189,11 @@ impl ConnOutbox {
         q.discarded + count_messages(&q.items)
     }
 
+    /// The writer wrote every message up to `msgid` to the socket.
+    pub fn wrote(&self, msgid: u64) {
+        self.written.fetch_max(msgid, Ordering::Release);
+    }
+
     /// Waits until something is queued or closing is requested.
     pub async fn wait(&self) {
         self.wake.notified().await;
@@ -200,5 +211,9 @@ impl Outbox for ConnOutbox {
 
     fn event(&self, event: &Event) -> Offer {
         self.push(Item::Text(Bytes::from(event.to_json())))
+    }
+
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
     }
 }

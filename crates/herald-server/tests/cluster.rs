@@ -515,7 +515,84 @@ async fn what_a_node_took_while_redis_was_away_is_reachable_once_ready() {
         now,
     )
     .await;
-    for c in &mut members {
-        assert_eq!(text_message(c).await, "all of you");
+    let mut missing = Vec::new();
+    for (uid, c) in to.iter().zip(&mut members) {
+        let got = tokio::time::timeout(Duration::from_secs(5), text_message(c)).await;
+        if got.as_deref() != Ok("all of you") {
+            missing.push(uid.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} missed it: {missing:?}",
+        missing.len(),
+        to.len()
+    );
+}
+
+/// A delivery report names every recipient's outcome wherever it is connected: the nodes that
+/// hold recipients report back to the node that took the call.
+#[tokio::test]
+async fn delivery_reports_cross_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let n = nodes(&redis, false, None).await;
+    let (a1, a2, a3) = (n[0].local_addr(), n[1].local_addr(), n[2].local_addr());
+    let now = system_now();
+    let mut alice = login(a1, "alice", now).await;
+    let mut members = Vec::new();
+    for (addr, uid) in [(a2, "bob"), (a3, "carol"), (a1, "dave")] {
+        let mut c = ws(addr, APP).await;
+        join(&mut c, "r", uid, now).await;
+        members.push(c);
+    }
+    let reported = |addr, action, mut body: serde_json::Value| async move {
+        body["AppId"] = json!(APP);
+        body["From"] = json!("srv");
+        body["Binary"] = json!(false);
+        let mut c = Call::new(action, body, now);
+        c.unsigned.push(("X-Herald-Delivery-Report", "true"));
+        let r = c.send(addr).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["Result"]["DeliveryReport"].clone()
+    };
+    let reached = |rep: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = ["Written", "Queued"]
+            .iter()
+            .flat_map(|k| rep[k].as_array().unwrap().clone())
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // On n3: carol is local, bob on n2, dave on n1, zed nowhere.
+    let rep = reported(
+        a3,
+        "BatchSendRoomUnicast",
+        json!({"RoomId":"r","To":["zed","dave","carol","bob"],"Message":"batch"}),
+    )
+    .await;
+    assert_eq!(reached(&rep), ["bob", "carol", "dave"], "{rep}");
+    assert_eq!(rep["NotInRoom"], json!(["zed"]));
+    assert_eq!(
+        (rep["Unknown"].clone(), rep["NodesNotReporting"].clone()),
+        (json!([]), json!(0))
+    );
+    for m in &mut members {
+        assert_eq!(text_message(m).await, "batch");
+    }
+
+    // On n2, to a login on n1 and to nobody.
+    let rep = reported(a2, "SendUnicast", json!({"To":"alice","Message":"hi"})).await;
+    assert_eq!(reached(&rep), ["alice"], "{rep}");
+    assert_eq!(text_message(&mut alice).await, "hi");
+    let rep = reported(a2, "SendUnicast", json!({"To":"nobody","Message":"hi"})).await;
+    assert_eq!(rep["NotOnline"], json!(["nobody"]));
+
+    // A broadcast on n2 names the members of every node.
+    let rep = reported(a2, "SendBroadcast", json!({"RoomId":"r","Message":"all"})).await;
+    assert_eq!(reached(&rep), ["bob", "carol", "dave"], "{rep}");
+    for m in &mut members {
+        assert_eq!(text_message(m).await, "all");
     }
 }

@@ -13,6 +13,7 @@
 //! ([`Unavailable`]); local clients stay, logins and joins are taken locally (version 0); when
 //! Redis is back the node re-registers everything it holds and purges what it no longer holds.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +21,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use herald_core::hub::{
-    Claim, Directory, Forward, Hub, Recipients, Registration, SendError, Summary,
+    Claim, Directory, Forward, Hub, Outcome, Recipients, Registration, SendError, Summary,
 };
 use herald_core::rate::RetryAfter;
-use herald_core::relay;
+use herald_core::relay::{self, NodeMessage, ReportTo};
 use herald_core::time::Timestamp;
 use herald_proto::client::user_leave_reason;
 use herald_proto::ids::{AppId, RoomId, UserId};
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
+use crate::report::Report;
 
 /// Redis cannot be reached (or did not answer in time): the call fails fast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -234,6 +236,69 @@ const BATCH: usize = 256;
 /// Entries of a dead node swept per heartbeat, at most.
 const SWEEP_BATCH: usize = 1000;
 
+/// Outcomes one node reported for a call.
+type Outcomes = Vec<(String, Outcome)>;
+
+/// The calls of this node waiting for delivery reports from other nodes, by call id.
+#[derive(Default)]
+struct Reports {
+    seq: AtomicU64,
+    waiting: Mutex<HashMap<u64, mpsc::UnboundedSender<Outcomes>>>,
+}
+
+impl Reports {
+    fn register(&self) -> Pending<'_> {
+        let call = self.seq.fetch_add(1, Relaxed) + 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.waiting.lock().insert(call, tx);
+        Pending {
+            reports: self,
+            call,
+            rx,
+        }
+    }
+
+    /// Hands a node's report to its call; a call that stopped waiting drops it.
+    fn answer(&self, call: u64, outcomes: Outcomes) {
+        if let Some(tx) = self.waiting.lock().get(&call) {
+            let _ = tx.send(outcomes);
+        }
+    }
+}
+
+/// One call's wait for reports; unregistered when dropped (answered, timed out or cancelled).
+struct Pending<'a> {
+    reports: &'a Reports,
+    call: u64,
+    rx: mpsc::UnboundedReceiver<Outcomes>,
+}
+
+impl Pending<'_> {
+    /// Adds up to `nodes` reports to `report`, waiting at most `wait`. Returns how many came.
+    async fn collect(&mut self, nodes: usize, wait: Duration, report: &mut Report) -> usize {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut answered = 0;
+        while answered < nodes {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(outcomes)) => {
+                    for (uid, o) in outcomes {
+                        report.add(uid, o);
+                    }
+                    answered += 1;
+                }
+                _ => break,
+            }
+        }
+        answered
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.reports.waiting.lock().remove(&self.call);
+    }
+}
+
 /// One node's membership of the cluster. See the module docs.
 pub struct Cluster {
     node: String,
@@ -255,6 +320,8 @@ pub struct Cluster {
     scripts: Scripts,
     stats: Arc<ClusterStats>,
     rate_seq: AtomicU64,
+    /// Calls waiting for other nodes' delivery reports.
+    reports: Reports,
     ops: Mutex<Option<mpsc::Receiver<Op>>>,
     queue: mpsc::Sender<Op>,
 }
@@ -282,6 +349,7 @@ impl Cluster {
             scripts: Scripts::new(),
             stats: stats.clone(),
             rate_seq: AtomicU64::new(0),
+            reports: Reports::default(),
             ops: Mutex::new(Some(rx)),
             queue: tx.clone(),
         });
@@ -418,8 +486,14 @@ impl Cluster {
                     self.stats.received.fetch_add(1, Relaxed);
                     let data = Bytes::copy_from_slice(m.get_payload_bytes());
                     match relay::decode(&data) {
+                        Ok(NodeMessage::Outcomes { call, outcomes, .. }) => {
+                            self.reports.answer(call, outcomes);
+                        }
+                        Ok(msg @ NodeMessage::Deliver { report: Some(_), .. }) => {
+                            self.deliver_and_report(&hub, &msg, &conn, clock.now());
+                        }
                         Ok(msg) => {
-                            hub.apply(&msg, clock.now());
+                            hub.apply(&msg, clock.now(), |_, _, _| {});
                         }
                         Err(e) => tracing::warn!(node = %self.node, error = %e, "cluster: dropped a message"),
                     }
@@ -433,6 +507,45 @@ impl Cluster {
                 () = self.fault.notified() => return Err("a call failed".into()),
             }
         }
+    }
+
+    /// Delivers another node's reported message here and publishes the outcomes back to it.
+    fn deliver_and_report(
+        &self,
+        hub: &Hub,
+        msg: &NodeMessage,
+        conn: &MultiplexedConnection,
+        now: Timestamp,
+    ) {
+        let NodeMessage::Deliver {
+            report: Some(to), ..
+        } = msg
+        else {
+            return;
+        };
+        let mut outcomes = Vec::new();
+        hub.apply(msg, now, |u, o, receipt| {
+            let o = match (o, receipt) {
+                (Outcome::Queued, Some(r)) if r.written() => Outcome::Written,
+                (o, _) => o,
+            };
+            outcomes.push((u.to_string(), o));
+        });
+        let answer = relay::encode(&NodeMessage::Outcomes {
+            call: to.call,
+            node: self.node.clone(),
+            outcomes,
+        });
+        let channel = format!("herald:n:{}", to.node);
+        let mut conn = conn.clone();
+        self.stats.published.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            let _ = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(answer)
+                .query_async::<i64>(&mut conn)
+                .await;
+        });
     }
 
     /// Renews this node's heartbeat and sweeps a dead node's entries. Returns whether this node
@@ -471,25 +584,53 @@ impl Cluster {
     async fn sync(&self, conn: &mut MultiplexedConnection, hub: &Hub) -> Result<(), String> {
         self.up.store(false, Relaxed);
         self.phase.send_replace(Phase::Syncing);
-        self.resync(conn, hub).await?;
-        loop {
-            let pending = {
-                let _gate = self.gate.write();
-                let pending: Vec<Registration> = hub
-                    .registrations()
-                    .into_iter()
-                    .filter(|r| r.version() == 0)
-                    .collect();
-                if pending.is_empty() {
-                    self.up.store(true, Relaxed);
-                    self.phase.send_replace(Phase::Up);
-                    return Ok(());
+        // Heartbeats go on while it runs, so the other nodes do not give this node up for dead
+        // (and sweep what it has re-registered so far) however long it takes; if they did
+        // anyway, it starts over.
+        let swept = AtomicBool::new(false);
+        let beat = async {
+            let mut conn = conn.clone();
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(self.config.node_ttl_ms / 3));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if self.heartbeat(&mut conn).await? {
+                    swept.store(true, Relaxed);
                 }
-                pending
-            };
-            for reg in pending {
-                self.restore(conn, hub, reg).await?;
             }
+        };
+        let work = async {
+            let mut conn = conn.clone();
+            loop {
+                swept.store(false, Relaxed);
+                self.resync(&mut conn, hub).await?;
+                loop {
+                    let pending = {
+                        let _gate = self.gate.write();
+                        let pending: Vec<Registration> = hub
+                            .registrations()
+                            .into_iter()
+                            .filter(|r| r.version() == 0)
+                            .collect();
+                        if pending.is_empty() {
+                            if swept.load(Relaxed) {
+                                break;
+                            }
+                            self.up.store(true, Relaxed);
+                            self.phase.send_replace(Phase::Up);
+                            return Ok(());
+                        }
+                        pending
+                    };
+                    self.restore(&mut conn, hub, pending).await?;
+                }
+                tracing::warn!(node = %self.node, "cluster: given up for dead while re-registering; again");
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            r = beat => r,
         }
     }
 
@@ -505,9 +646,7 @@ impl Cluster {
             .map_err(|e| e.to_string())?
             .unwrap_or(0)
             + 1;
-        for reg in hub.registrations() {
-            self.restore(conn, hub, reg).await?;
-        }
+        self.restore(conn, hub, hub.registrations()).await?;
         let key = format!("herald:idx:{}", self.node);
         let mut cursor: u64 = 0;
         loop {
@@ -535,42 +674,52 @@ impl Cluster {
         Ok(())
     }
 
-    /// Re-registers one login or membership this node holds.
+    /// Re-registers logins and memberships this node holds, a pipeline at a time.
     async fn restore(
         &self,
         conn: &mut MultiplexedConnection,
         hub: &Hub,
-        reg: Registration,
+        regs: Vec<Registration>,
     ) -> Result<(), String> {
-        let (app, kind, room, uid) = reg_parts(&reg);
-        let known = reg.version().to_string();
-        let v = self
-            .call(
-                conn,
-                &self.scripts.restore,
-                &[
-                    app.as_bytes(),
-                    self.node.as_bytes(),
-                    kind.arg().as_bytes(),
-                    room.as_bytes(),
-                    uid.as_bytes(),
-                    known.as_bytes(),
-                ],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        match int(&v) {
-            Some(-1) => hub.lost(&reg),
-            Some(0) => {}
-            Some(v) if v > 0 => {
-                if !hub.reregistered(&reg, v as u64) {
-                    // Ended while we were registering it: forget it again (only that version,
-                    // so a newer registration of the same user stays).
-                    self.release(conn, app, kind, room, uid, &v.to_string(), 0, 0)
-                        .await?;
+        for chunk in regs.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for reg in chunk {
+                let (app, kind, room, uid) = reg_parts(reg);
+                pipe.add_command(
+                    evalsha(&self.scripts.restore)
+                        .arg(app)
+                        .arg(self.node.as_str())
+                        .arg(kind.arg())
+                        .arg(room)
+                        .arg(uid)
+                        .arg(reg.version())
+                        .to_owned(),
+                );
+            }
+            self.stats.commands.fetch_add(chunk.len() as u64, Relaxed);
+            let answers: Vec<Value> = pipe.query_async(conn).await.map_err(|e| {
+                self.stats.errors.fetch_add(1, Relaxed);
+                e.to_string()
+            })?;
+            if answers.len() != chunk.len() {
+                return Err("unexpected answers to restore".into());
+            }
+            for (reg, v) in chunk.iter().zip(answers) {
+                match int(&v) {
+                    Some(-1) => hub.lost(reg),
+                    Some(0) => {}
+                    Some(v) if v > 0 => {
+                        if !hub.reregistered(reg, v as u64) {
+                            // Ended while we were registering it: forget it again (only that
+                            // version, so a newer registration of the same user stays).
+                            let (app, kind, room, uid) = reg_parts(reg);
+                            self.release(conn, app, kind, room, uid, &v.to_string(), 0, 0)
+                                .await?;
+                        }
+                    }
+                    _ => return Err("unexpected answer to restore".into()),
                 }
             }
-            _ => return Err("unexpected answer to restore".into()),
         }
         Ok(())
     }
@@ -707,7 +856,8 @@ impl Cluster {
     }
 
     /// Registers a login or membership before the hub commits it. `None` if it could not be
-    /// registered: the node is not up, or Redis failed (which takes the node down).
+    /// registered: the node is not up, Redis failed (which takes the node down), or the queue
+    /// is full.
     async fn claim(
         &self,
         app: &AppId,
@@ -728,21 +878,10 @@ impl Cluster {
             want_members,
             reply,
         };
-        let wait = Duration::from_millis(self.config.command_timeout_ms);
-        let answer = async {
-            self.queue.send(op).await.ok()?;
-            answer.await.ok()?.ok()
-        };
-        match tokio::time::timeout(wait, answer).await {
-            Ok(Some(claimed)) => Some(claimed),
-            Ok(None) => None,
-            Err(_) => {
-                // Redis is too far behind to register it in time: reconnect and re-register.
-                self.stats.errors.fetch_add(1, Relaxed);
-                self.fault.notify_one();
-                None
-            }
-        }
+        // Full: Redis is far behind; the caller retries while the node is up. The writer's
+        // pipeline has the command time-out, and its failure takes the node down.
+        self.queue.try_send(op).ok()?;
+        answer.await.ok()?.ok()
     }
 
     /// Registers a login or membership (`None`: refused, nothing to register) before the hub
@@ -830,13 +969,15 @@ impl Cluster {
 
     /// Admits an OpenAPI message cluster-wide (the app's rate limit over all nodes, the `From`
     /// rule over all nodes), forwards it to the other nodes that hold recipients (one message per
-    /// node), and delivers to the recipients held here.
+    /// node), and delivers to the recipients held here. With `report`, every node that received
+    /// it answers with its recipients' outcomes, awaited for at most `command_timeout_ms`.
     pub async fn send(
         &self,
         hub: &Hub,
         req: &SendRequest,
         qps_limit: u32,
         now: Timestamp,
+        mut report: Option<&mut Report>,
     ) -> Result<Summary, RouteError> {
         let mut conn = self.connection().map_err(|_| RouteError::Unavailable)?;
         let delivery = herald_core::hub::delivery_of(req);
@@ -846,7 +987,20 @@ impl Cluster {
             Target::Room(r) => ("B", Some(r), &[]),
         };
         let room_s = room.map(RoomId::as_str).unwrap_or("");
-        let prefix = relay::deliver_prefix(req.app_id.as_str(), &delivery, now, room_s, "");
+        // Registered before the call, so no answer can arrive before it is awaited.
+        let mut pending = report.is_some().then(|| self.reports.register());
+        let report_to = pending.as_ref().map(|p| ReportTo {
+            node: self.node.clone(),
+            call: p.call,
+        });
+        let prefix = relay::deliver_prefix(
+            req.app_id.as_str(),
+            &delivery,
+            now,
+            room_s,
+            "",
+            report_to.as_ref(),
+        );
         let now_s = now.micros().to_string();
         let limit = qps_limit.to_string();
         let member = format!(
@@ -873,19 +1027,18 @@ impl Cluster {
             .await
             .map_err(|_| RouteError::Unavailable)?;
         let items = array(v);
-        match items.first().and_then(text).as_deref() {
+        let (summary, nodes) = match items.first().and_then(text).as_deref() {
             Some("rate") => {
                 let us = items
                     .get(1)
                     .and_then(text)
                     .and_then(|s| s.parse::<f64>().ok());
                 let us = us.unwrap_or(1_000_000.0).max(1.0) as u64;
-                Err(RouteError::Refused(SendError::RateLimited(RetryAfter(us))))
+                return Err(RouteError::Refused(SendError::RateLimited(RetryAfter(us))));
             }
-            Some("from") => Err(RouteError::Refused(SendError::FromIsOnlineUser)),
+            Some("from") => return Err(RouteError::Refused(SendError::FromIsOnlineUser)),
             Some("ok") if kind == "B" => {
-                let forwarded = items.get(2).and_then(int).unwrap_or(0);
-                self.stats.published.fetch_add(forwarded as u64, Relaxed);
+                let nodes = items.get(2).and_then(int).unwrap_or(0);
                 let mut summary = Summary::default();
                 if let Some(r) = room {
                     summary = hub.deliver(
@@ -893,16 +1046,18 @@ impl Cluster {
                         &delivery,
                         Recipients::Room(r, None),
                         now,
-                        |_, _| {},
+                        |u, o, receipt| {
+                            if let Some(rep) = report.as_deref_mut() {
+                                rep.record(u.as_str(), o, receipt);
+                            }
+                        },
                     );
                 }
-                Ok(summary)
+                (summary, nodes)
             }
             Some("ok") => {
-                let list = |i: usize| -> Vec<UserId> {
-                    items
-                        .get(i)
-                        .cloned()
+                let names = |v: Option<&Value>| -> Vec<UserId> {
+                    v.cloned()
                         .map(array)
                         .unwrap_or_default()
                         .iter()
@@ -910,32 +1065,63 @@ impl Cluster {
                         .filter_map(|u| UserId::new(&u).ok())
                         .collect()
                 };
-                let here = list(1);
-                let count = |i: usize| items.get(i).and_then(int).unwrap_or(0);
-                let (missing, forwarded) = (count(2), count(3));
+                let here = names(items.get(1));
                 let to = match room {
                     Some(r) => Recipients::Members(r, &here),
                     None => Recipients::Logins(&here),
                 };
-                let mut summary = hub.deliver(req.app_id.as_str(), &delivery, to, now, |_, _| {});
-                // The script counts what it did not deliver here (per-recipient outcomes of
-                // other nodes need a reply from them: issue 8's delivery report).
+                let mut summary =
+                    hub.deliver(req.app_id.as_str(), &delivery, to, now, |u, o, receipt| {
+                        if let Some(rep) = report.as_deref_mut() {
+                            rep.record(u.as_str(), o, receipt);
+                        }
+                    });
+                // Recipients held nowhere: a count, or with a report their names.
                 let gone = match room {
                     Some(_) => herald_core::hub::Outcome::NotInRoom,
                     None => herald_core::hub::Outcome::NotOnline,
                 };
+                let missing: Vec<UserId> = match report.as_deref_mut() {
+                    Some(rep) => {
+                        let missing = names(items.get(2));
+                        for u in &missing {
+                            rep.add(u.to_string(), gone);
+                        }
+                        missing
+                    }
+                    None => Vec::new(),
+                };
+                let missing = if report.is_some() {
+                    missing.len() as i64
+                } else {
+                    items.get(2).and_then(int).unwrap_or(0)
+                };
                 for _ in 0..missing {
                     summary.add(gone);
                 }
+                let forwarded = items.get(3).and_then(int).unwrap_or(0);
                 for _ in 0..forwarded {
                     summary.add(herald_core::hub::Outcome::Forwarded);
                 }
-                let nodes = items.get(4).and_then(int).unwrap_or(0);
-                self.stats.published.fetch_add(nodes as u64, Relaxed);
-                Ok(summary)
+                (summary, items.get(4).and_then(int).unwrap_or(0))
             }
-            _ => Err(RouteError::Unavailable),
+            _ => return Err(RouteError::Unavailable),
+        };
+        self.stats.published.fetch_add(nodes.max(0) as u64, Relaxed);
+        if let (Some(rep), Some(p)) = (report, pending.as_mut()) {
+            let wait = Duration::from_millis(self.config.command_timeout_ms);
+            let answered = p.collect(nodes.max(0) as usize, wait, rep).await;
+            rep.nodes_not_reporting = (nodes.max(0) as usize - answered) as u32;
+            // Recipients of a batch that no answer named: held by a node that did not report.
+            let mut named: std::collections::HashSet<String> = rep.named().cloned().collect();
+            for u in uids {
+                if named.insert(u.to_string()) {
+                    rep.unknown.push(u.to_string());
+                }
+            }
+            rep.sort();
         }
+        Ok(summary)
     }
 
     /// Routes a client's message whose recipient is not held here. Returns whether it reached a
@@ -954,7 +1140,7 @@ impl Cluster {
             (Some(_), None) => ("U", ""),
         };
         let to = f.to.as_ref().map(UserId::as_str).unwrap_or("");
-        let prefix = relay::deliver_prefix(app, &f.delivery, now, room, except);
+        let prefix = relay::deliver_prefix(app, &f.delivery, now, room, except, None);
         let v = self
             .call(
                 &mut conn,

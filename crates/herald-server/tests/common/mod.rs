@@ -170,6 +170,8 @@ pub struct Call<'a> {
     pub sk: &'a str,
     pub service: &'a str,
     pub now: i64,
+    /// Headers sent besides the signed ones, not signed (as a caller adds them).
+    pub unsigned: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Call<'a> {
@@ -182,6 +184,7 @@ impl<'a> Call<'a> {
             sk: SK,
             service: "rtc",
             now,
+            unsigned: Vec::new(),
         }
     }
 
@@ -214,6 +217,11 @@ impl<'a> Call<'a> {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .chain(added)
+            .chain(
+                self.unsigned
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
         {
             req.push_str(&format!("{k}: {v}\r\n"));
         }

@@ -1,7 +1,8 @@
 -- An OpenAPI message: the app's rate limit, the From rule, then one PUBLISH per node that holds
 -- recipients. ARGV: app, me, now_us, limit, rate_member, kind (U|R|B), from, room, prefix, body,
--- uids... Returns {'rate', retry_us} | {'from'} | {'ok', here (uids), missing (count), forwarded
--- (count), nodes forwarded to} (U|R) | {'ok', here (0|1), nodes forwarded to} (B).
+-- uids... Returns {'rate', retry_us} | {'from'} | {'ok', here (uids), missing (count; with a
+-- delivery report, the prefix starting with R: the uids), forwarded (count), nodes forwarded to}
+-- (U|R) | {'ok', here (0|1), nodes forwarded to} (B).
 local app, me, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local limit, kind, from, room = tonumber(ARGV[4]), ARGV[6], ARGV[7], ARGV[8]
 local prefix, body = ARGV[9], ARGV[10]
@@ -23,14 +24,16 @@ if kind == 'B' then
 end
 local uids = {}
 for i = 11, #ARGV do uids[#uids + 1] = ARGV[i] end
-if #uids == 0 then return {'ok', {}, 0, 0, 0} end
+if #uids == 0 then return {'ok', {}, {}, 0, 0} end
 local vals = redis.call('HMGET', hk, unpack(uids))
-local here, missing, forwarded, per, order = {}, 0, 0, {}, {}
+local report = string.sub(prefix, 1, 2) == 'R\n'
+local here, missing, gone, forwarded, per, order = {}, 0, {}, 0, {}, {}
 for i, u in ipairs(uids) do
   local v = vals[i]
   local n = v and string.sub(v, 1, string.find(v, '|', 1, true) - 1)
   if not n or not alive(n) then
     missing = missing + 1
+    if report then gone[#gone + 1] = u end
   elseif n == me then
     here[#here + 1] = u
   else
@@ -43,4 +46,5 @@ for _, n in ipairs(order) do
   redis.call('PUBLISH', chan(n), prefix .. table.concat(per[n], ',') .. '\n' .. body)
   forwarded = forwarded + #per[n]
 end
+if report then return {'ok', here, gone, forwarded, #order} end
 return {'ok', here, missing, forwarded, #order}
