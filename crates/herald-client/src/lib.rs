@@ -38,6 +38,7 @@ pub mod tls;
 
 pub use connection::{connect, connect_with_tls, CallError, ConnectError, Engine, EventStream};
 pub use event::Event;
+pub use herald_proto::openapi::DeliveryReport;
 pub use openapi::{
     ApiResponse, InvalidEndpoint, Message, OpenApiClient, OpenApiError, DEFAULT_REGION,
 };

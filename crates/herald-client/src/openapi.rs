@@ -8,7 +8,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use herald_proto::openapi::{Action, ApiVersion, SERVICE};
+use herald_proto::openapi::{Action, ApiVersion, DeliveryReport, SERVICE};
 use herald_proto::sign::{encode_query, sign_request, Credentials};
 use serde_json::{json, Map, Value};
 
@@ -88,6 +88,13 @@ impl ApiResponse {
         self.status == 200
     }
 
+    /// `Result.DeliveryReport`, when the call asked for one
+    /// ([`OpenApiClient::with_delivery_report`]) and succeeded.
+    pub fn delivery_report(&self) -> Option<DeliveryReport> {
+        let r = self.body.pointer("/Result/DeliveryReport")?;
+        serde_json::from_value(r.clone()).ok()
+    }
+
     /// `ResponseMetadata.Error.Code`, such as `"InvalidParameter.IllegalFrom"`; `None` on success.
     pub fn error_code(&self) -> Option<&str> {
         self.body
@@ -146,6 +153,7 @@ pub struct OpenApiClient {
     region: String,
     session_token: Option<String>,
     version: ApiVersion,
+    delivery_report: bool,
 }
 
 impl OpenApiClient {
@@ -180,6 +188,7 @@ impl OpenApiClient {
             region: DEFAULT_REGION.to_owned(),
             session_token: None,
             version: ApiVersion::V20230720,
+            delivery_report: false,
         })
     }
 
@@ -208,6 +217,15 @@ impl OpenApiClient {
     /// ```
     pub fn with_version(mut self, version: ApiVersion) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Asks Herald for a delivery report with every messaging call (the header
+    /// `X-Herald-Delivery-Report: true`): the answer's `Result.DeliveryReport` then names each
+    /// recipient's outcome ([`ApiResponse::delivery_report`]). A Herald extension; the vendor's
+    /// cloud does not know it.
+    pub fn with_delivery_report(mut self, on: bool) -> Self {
+        self.delivery_report = on;
         self
     }
 
@@ -328,6 +346,10 @@ impl OpenApiClient {
         }
         for (name, value) in &signed {
             request = request.header(name.as_str(), value.as_str());
+        }
+        if self.delivery_report {
+            // Not signed, as the vendor's SDKs leave extra headers.
+            request = request.header("X-Herald-Delivery-Report", "true");
         }
         let response = request.send().await.map_err(OpenApiError::Transport)?;
         let status = response.status().as_u16();

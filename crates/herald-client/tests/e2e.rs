@@ -1067,3 +1067,37 @@ async fn new_tokens_log_in_again_and_renew_rooms() {
         "nothing else came in between"
     );
 }
+
+/// `with_delivery_report` asks for the report and `delivery_report` reads it; without it the
+/// answer is the vendor's.
+#[tokio::test]
+async fn the_delivery_report_names_each_recipient() {
+    let (_server, base) = start_with("presence_events = false").await;
+    let (_e1, mut ev1) = user(&base, "u1", &["r1"]).await;
+    let plain = OpenApiClient::new(&base, AK, SK).unwrap();
+    let api = plain.clone().with_delivery_report(true);
+    let r = api
+        .batch_send_room_unicast(
+            APP_ID,
+            "r1",
+            "bot",
+            &["u1", "u2"],
+            Message::Text("m".into()),
+        )
+        .await
+        .unwrap();
+    let report = r.delivery_report().expect("a report");
+    assert_eq!(report.reached().collect::<Vec<_>>(), ["u1"], "{report:?}");
+    assert_eq!(report.not_in_room, ["u2"]);
+    assert_eq!(report.named().count(), 2);
+    assert!(matches!(
+        next(&mut ev1).await,
+        Event::UserMessageReceived { .. }
+    ));
+    let r = plain
+        .send_unicast(APP_ID, "bot", "nobody", Message::Text("m".into()))
+        .await
+        .unwrap();
+    assert_eq!(r.body["Result"], json!({"Message": "Success"}));
+    assert_eq!(r.delivery_report(), None);
+}

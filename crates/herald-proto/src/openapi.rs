@@ -696,6 +696,62 @@ pub struct SendResult {
     pub message: String,
 }
 
+/// `Result.DeliveryReport` of a messaging call made with `X-Herald-Delivery-Report: true` (a
+/// Herald extension): each recipient's outcome, by outcome. Every list is present and sorted;
+/// each recipient is in one of them. See `docs/delivery.md`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeliveryReport {
+    /// Written to the recipient's connection (handed to its socket) by the time of the report.
+    pub written: Vec<String>,
+    /// In the recipient's connection's queue, not yet written.
+    pub queued: Vec<String>,
+    /// `SendUnicast`: not logged in anywhere.
+    pub not_online: Vec<String>,
+    /// Room actions: not in the room anywhere.
+    pub not_in_room: Vec<String>,
+    /// The recipient's queue was full: the message was dropped and the connection is being cut
+    /// off (close 4001).
+    pub slow_consumer: Vec<String>,
+    /// Held by another node of a cluster that did not report in time.
+    pub unknown: Vec<String>,
+    /// Nodes that held recipients and did not report in time (for a broadcast, their members
+    /// cannot be named: a non-zero count means the report is incomplete).
+    pub nodes_not_reporting: u32,
+}
+
+impl DeliveryReport {
+    /// Every recipient named.
+    pub fn named(&self) -> impl Iterator<Item = &String> {
+        self.written
+            .iter()
+            .chain(&self.queued)
+            .chain(&self.not_online)
+            .chain(&self.not_in_room)
+            .chain(&self.slow_consumer)
+            .chain(&self.unknown)
+    }
+
+    /// The recipients the message reached: written or queued on their connection.
+    pub fn reached(&self) -> impl Iterator<Item = &String> {
+        self.written.iter().chain(&self.queued)
+    }
+
+    /// Sorts each list, so a report reads the same whatever order the nodes answered in.
+    pub fn sort(&mut self) {
+        for list in [
+            &mut self.written,
+            &mut self.queued,
+            &mut self.not_online,
+            &mut self.not_in_room,
+            &mut self.slow_consumer,
+            &mut self.unknown,
+        ] {
+            list.sort_unstable();
+        }
+    }
+}
+
 /// The whole response body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope<R> {

@@ -102,7 +102,7 @@ impl Shared {
                     .hub
                     .send(req, now, |u, o, receipt| {
                         if let Some(r) = report.as_deref_mut() {
-                            r.record(u.as_str(), o, receipt);
+                            report::record(r, u.as_str(), o, receipt);
                         }
                     })
                     .map_err(cluster::RouteError::Refused)?;

@@ -66,6 +66,10 @@ pub struct Args {
     /// The message: UTF-8 text, or base64 with --binary.
     #[arg(long)]
     message: String,
+    /// Ask for a delivery report (X-Herald-Delivery-Report: true, a Herald extension): the
+    /// printed answer then names each recipient's outcome in Result.DeliveryReport.
+    #[arg(long)]
+    report: bool,
 }
 
 /// The four messaging actions, spelled as in `?Action=`.
@@ -105,7 +109,8 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
         .map_err(CliError::usage)?
         .with_tls(&tls)
         .with_region(&args.region)
-        .with_version(args.api_version.into());
+        .with_version(args.api_version.into())
+        .with_delivery_report(args.report);
     let message = if args.binary {
         Message::Base64(args.message)
     } else {

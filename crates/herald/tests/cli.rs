@@ -306,6 +306,36 @@ fn a_client_receives_what_send_sends_in_the_documented_lines() {
         r#"{"event":"onUserMessageReceived","roomId":"r1","msgid":2,"uid":"bot2","message":"hi"}"#
     );
 
+    // --report asks for the delivery report: u2 is in r1, u9 is not.
+    let o = send(
+        &base,
+        &[
+            "BatchSendRoomUnicast",
+            "--room",
+            "r1",
+            "--to",
+            "u2",
+            "--to",
+            "u9",
+            "--message",
+            "both",
+            "--report",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let envelope: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let report = &envelope["Result"]["DeliveryReport"];
+    let reached: Vec<&serde_json::Value> = ["Written", "Queued"]
+        .iter()
+        .flat_map(|k| report[k].as_array().unwrap())
+        .collect();
+    assert_eq!(reached, [&serde_json::json!("u2")], "{report}");
+    assert_eq!(report["NotInRoom"], serde_json::json!(["u9"]));
+    assert_eq!(
+        out2.next(),
+        r#"{"event":"onUserMessageReceived","roomId":"r1","msgid":3,"uid":"server_bot","message":"both"}"#
+    );
+
     // An error envelope is printed too, with exit code 1.
     let o = herald(&[
         "send",

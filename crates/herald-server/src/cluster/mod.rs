@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
-use crate::report::Report;
+use crate::report::{self, Report};
 
 /// Redis cannot be reached (or did not answer in time): the call fails fast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -282,7 +282,7 @@ impl Pending<'_> {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(outcomes)) => {
                     for (uid, o) in outcomes {
-                        report.add(uid, o);
+                        report::add(report, uid, o);
                     }
                     answered += 1;
                 }
@@ -1048,7 +1048,7 @@ impl Cluster {
                         now,
                         |u, o, receipt| {
                             if let Some(rep) = report.as_deref_mut() {
-                                rep.record(u.as_str(), o, receipt);
+                                report::record(rep, u.as_str(), o, receipt);
                             }
                         },
                     );
@@ -1073,7 +1073,7 @@ impl Cluster {
                 let mut summary =
                     hub.deliver(req.app_id.as_str(), &delivery, to, now, |u, o, receipt| {
                         if let Some(rep) = report.as_deref_mut() {
-                            rep.record(u.as_str(), o, receipt);
+                            report::record(rep, u.as_str(), o, receipt);
                         }
                     });
                 // Recipients held nowhere: a count, or with a report their names.
@@ -1085,7 +1085,7 @@ impl Cluster {
                     Some(rep) => {
                         let missing = names(items.get(2));
                         for u in &missing {
-                            rep.add(u.to_string(), gone);
+                            report::add(rep, u.to_string(), gone);
                         }
                         missing
                     }
