@@ -40,7 +40,7 @@ fn free_port() -> u16 {
 
 fn start_node(redis: &Redis, name: &str, port: u16) -> Node {
     let path: PathBuf = std::env::temp_dir().join(format!(
-        "herald-failover-{}-{name}.toml",
+        "herald-failover-{}-{name}-{port}.toml",
         std::process::id()
     ));
     std::fs::write(
@@ -193,4 +193,62 @@ async fn a_killed_node_stops_holding_its_users_and_its_clients_move() {
         |e| matches!(e, Event::UserMessageReceived { message, .. } if message == "welcome back"),
     )
     .await;
+}
+
+/// A node that holds recipients and does not answer (stopped with SIGSTOP, still alive for the
+/// cluster until its heartbeat expires) makes a delivery report incomplete, and says so: its
+/// recipients are `Unknown` and `NodesNotReporting` counts it, after `command_timeout_ms`.
+#[tokio::test]
+async fn a_node_that_does_not_report_leaves_its_recipients_unknown() {
+    let Some(redis) = Redis::start() else { return };
+    let (p1, p2) = (free_port(), free_port());
+    let _n1 = start_node(&redis, "n1", p1);
+    let n2 = start_node(&redis, "n2", p2);
+    let s1 = format!("http://127.0.0.1:{p1}");
+    let s2 = format!("http://127.0.0.1:{p2}");
+    let (bob, mut bob_events) = connect(&s1, APP_ID).await.unwrap();
+    bob.join_room("r", "bob", &token("r", "bob")).await.unwrap();
+    let (carol, _carol_events) = connect(&s2, APP_ID).await.unwrap();
+    carol
+        .join_room("r", "carol", &token("r", "carol"))
+        .await
+        .unwrap();
+    wait_for(
+        &mut bob_events,
+        |e| matches!(e, Event::UserJoined { uid, .. } if uid == "carol"),
+    )
+    .await;
+    let api = OpenApiClient::new(&s1, AK, SK)
+        .unwrap()
+        .with_delivery_report(true);
+    let batch = json!({"AppId":APP_ID,"From":"srv","RoomId":"r","To":["bob","carol"],"Binary":false,"Message":"m"});
+    let report = api
+        .call("BatchSendRoomUnicast", "2023-07-20", &batch)
+        .await
+        .unwrap()
+        .delivery_report()
+        .expect("a report");
+    assert_eq!(report.reached().collect::<Vec<_>>(), ["bob", "carol"]);
+    assert_eq!(report.nodes_not_reporting, 0);
+
+    let pid = n2.0.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let r = api
+        .call("BatchSendRoomUnicast", "2023-07-20", &batch)
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    signal("-CONT");
+    let report = r.delivery_report().expect("a report");
+    assert_eq!(report.reached().collect::<Vec<_>>(), ["bob"], "{report:?}");
+    assert_eq!(
+        (report.unknown.as_slice(), report.nodes_not_reporting),
+        (&["carol".to_owned()][..], 1)
+    );
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
 }
