@@ -288,7 +288,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let slot = match shared.limits.try_acquire(peer.ip()) {
             Ok(slot) => Arc::new(slot),
             Err(refusal) => {
-                shared.limits.refuse(stream, refusal);
+                // With `[tls]` the port speaks TLS only: a plain 503 would be garbage to the
+                // client, and a handshake per refusal would spend what the limit protects. The
+                // refusal is counted and the connection closed.
+                if shared.tls.is_none() {
+                    shared.limits.refuse(stream, refusal);
+                }
                 continue;
             }
         };

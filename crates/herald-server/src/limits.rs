@@ -146,8 +146,8 @@ impl ConnectionLimits {
     }
 
     /// Answers a refused connection with its `503` and closes it, in a task of its own; or, when
-    /// [`MAX_REFUSALS_IN_FLIGHT`] are already being answered, closes it at once. Generic over the
-    /// stream so a TLS listener can answer after its handshake.
+    /// [`MAX_REFUSALS_IN_FLIGHT`] are already being answered, closes it at once. (On a TLS port
+    /// refused connections are closed unanswered: see the accept loop.)
     pub fn refuse<S>(self: &Arc<Self>, stream: S, refusal: Refusal)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -443,3 +443,37 @@ async fn shutdown_closes_wss_clients_with_going_away() {
         other => panic!("expected the close, got {other:?}"),
     }
 }
+
+/// Over `[limits] max_connections` on a TLS port, a connection is closed without a byte: a plain
+/// `503` would be garbage to a TLS client. The place frees when the holder leaves.
+#[tokio::test]
+async fn over_the_connection_limit_a_tls_port_closes_without_answering() {
+    let cert = TestCert::new();
+    let server = start_tls(&cert, "[limits]\nmax_connections = 1\n").await;
+    // Holds the one place (its handshake never starts).
+    let holder = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut refused = TcpStream::connect(server.local_addr()).await.unwrap();
+    let _ = refused.write_all(b"\x16\x03\x01").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), refused.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(holder);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+        let tls =
+            tokio_rustls::TlsConnector::from(client_config(&cert.pem, &[&rustls::version::TLS13]))
+                .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+                .await;
+        if tls.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
