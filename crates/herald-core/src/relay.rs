@@ -268,29 +268,16 @@ pub fn decode(data: &Bytes) -> Result<NodeMessage, Malformed> {
                 node: f[1].to_owned(),
                 call: number(f[2])?,
             };
-            if !rest.starts_with(b"D\n") {
-                return Err(Malformed("a report without a delivery"));
-            }
-            match decode(&data.slice(data.len() - rest.len()..))? {
+            // Only a delivery without a report of its own may follow.
+            let mut msg = decode(&data.slice(data.len() - rest.len()..))?;
+            match &mut msg {
                 NodeMessage::Deliver {
-                    app,
-                    delivery,
-                    accepted,
-                    room,
-                    except,
-                    to,
-                    report: None,
-                } => Ok(NodeMessage::Deliver {
-                    app,
-                    delivery,
-                    accepted,
-                    room,
-                    except,
-                    to,
-                    report: Some(report),
-                }),
-                _ => Err(Malformed("a report without a delivery")),
+                    report: slot @ None,
+                    ..
+                } => *slot = Some(report),
+                _ => return Err(Malformed("a report without a delivery")),
             }
+            Ok(msg)
         }
         "O" => {
             let (f, mut rest) = fields(data, 4)?;
