@@ -70,6 +70,17 @@ impl Receipt<'_> {
     }
 }
 
+impl Outcome {
+    /// The outcome as a report states it now: `Queued` becomes `Written` once the connection has
+    /// written the message.
+    pub fn now(self, receipt: Option<Receipt<'_>>) -> Outcome {
+        match (self, receipt) {
+            (Outcome::Queued, Some(r)) if r.written() => Outcome::Written,
+            (o, _) => o,
+        }
+    }
+}
+
 /// Why a user left a room or ended a login, as the hooks see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Departure {

@@ -35,11 +35,7 @@ pub type Report = DeliveryReport;
 /// Records one recipient. A queued message whose connection has already written it is reported
 /// written.
 pub fn record(report: &mut Report, uid: &str, outcome: Outcome, receipt: Option<Receipt<'_>>) {
-    let outcome = match (outcome, receipt) {
-        (Outcome::Queued, Some(r)) if r.written() => Outcome::Written,
-        (o, _) => o,
-    };
-    add(report, uid.to_owned(), outcome);
+    add(report, uid.to_owned(), outcome.now(receipt));
 }
 
 /// Adds one recipient's outcome as it is.

@@ -467,7 +467,7 @@ impl Cluster {
             .map_err(|_| "pubsub connection timed out".to_owned())?
             .map_err(|e| e.to_string())?;
         pubsub
-            .subscribe(format!("herald:n:{}", self.node))
+            .subscribe(channel(&self.node))
             .await
             .map_err(|e| e.to_string())?;
         *self.conn.lock() = Some(conn.clone());
@@ -525,18 +525,14 @@ impl Cluster {
         };
         let mut outcomes = Vec::new();
         hub.apply(msg, now, |u, o, receipt| {
-            let o = match (o, receipt) {
-                (Outcome::Queued, Some(r)) if r.written() => Outcome::Written,
-                (o, _) => o,
-            };
-            outcomes.push((u.to_string(), o));
+            outcomes.push((u.to_string(), o.now(receipt)));
         });
         let answer = relay::encode(&NodeMessage::Outcomes {
             call: to.call,
             node: self.node.clone(),
             outcomes,
         });
-        let channel = format!("herald:n:{}", to.node);
+        let channel = channel(&to.node);
         let mut conn = conn.clone();
         self.stats.published.fetch_add(1, Relaxed);
         tokio::spawn(async move {
@@ -1078,30 +1074,25 @@ impl Cluster {
                     });
                 // Recipients held nowhere: a count, or with a report their names.
                 let gone = match room {
-                    Some(_) => herald_core::hub::Outcome::NotInRoom,
-                    None => herald_core::hub::Outcome::NotOnline,
+                    Some(_) => Outcome::NotInRoom,
+                    None => Outcome::NotOnline,
                 };
-                let missing: Vec<UserId> = match report.as_deref_mut() {
+                let missing = match report.as_deref_mut() {
                     Some(rep) => {
-                        let missing = names(items.get(2));
-                        for u in &missing {
+                        let names = names(items.get(2));
+                        for u in &names {
                             report::add(rep, u.to_string(), gone);
                         }
-                        missing
+                        names.len() as i64
                     }
-                    None => Vec::new(),
-                };
-                let missing = if report.is_some() {
-                    missing.len() as i64
-                } else {
-                    items.get(2).and_then(int).unwrap_or(0)
+                    None => items.get(2).and_then(int).unwrap_or(0),
                 };
                 for _ in 0..missing {
                     summary.add(gone);
                 }
                 let forwarded = items.get(3).and_then(int).unwrap_or(0);
                 for _ in 0..forwarded {
-                    summary.add(herald_core::hub::Outcome::Forwarded);
+                    summary.add(Outcome::Forwarded);
                 }
                 (summary, items.get(4).and_then(int).unwrap_or(0))
             }
@@ -1273,6 +1264,11 @@ impl Cluster {
             s.swept.load(Relaxed),
         );
     }
+}
+
+/// A node's pub/sub channel (`chan` in the scripts' prelude).
+fn channel(node: &str) -> String {
+    format!("herald:n:{node}")
 }
 
 /// `EVALSHA <sha> 0`, to which the script's arguments are added (the scripts are loaded at
