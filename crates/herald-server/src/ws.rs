@@ -331,10 +331,7 @@ impl FrameReader {
             if let Some(incoming) = self.decode()? {
                 return Ok(incoming);
             }
-            if self.buf.is_empty() && self.fragments.is_none() && self.allocated > 0 {
-                self.buf = BytesMut::new();
-                self.allocated = 0;
-            }
+            self.release_if_idle();
             io.readable().await?;
             if self.allocated == 0 {
                 self.replace_buffer(self.cfg.initial_buffer);
@@ -361,10 +358,7 @@ impl FrameReader {
             if let Some(incoming) = self.decode()? {
                 return Ok(incoming);
             }
-            if self.buf.is_empty() && self.fragments.is_none() && self.allocated > 0 {
-                self.buf = BytesMut::new();
-                self.allocated = 0;
-            }
+            self.release_if_idle();
             if self.allocated > 0 {
                 if io.read_buf(&mut self.buf).await? == 0 {
                     return Err(WsError::Closed);
@@ -431,6 +425,15 @@ impl FrameReader {
     fn shrink(&mut self) {
         if self.allocated > self.cfg.initial_buffer {
             self.replace_buffer(self.cfg.initial_buffer.max(self.buf.len()));
+        }
+    }
+
+    /// With nothing buffered and no message being assembled, drops the read buffer, so a silent
+    /// peer costs none (`allocated` 0 says it must be taken again before reading).
+    fn release_if_idle(&mut self) {
+        if self.buf.is_empty() && self.fragments.is_none() && self.allocated > 0 {
+            self.buf = BytesMut::new();
+            self.allocated = 0;
         }
     }
 
