@@ -121,18 +121,22 @@ async fn wait_for(events: &mut EventStream, want: impl Fn(&Event) -> bool) -> Ev
     }
 }
 
-#[tokio::test]
-async fn a_killed_node_stops_holding_its_users_and_its_clients_move() {
-    let Some(redis) = Redis::start() else { return };
+/// Two nodes on `redis`; bob in room `r` on n1, carol in `r` on n2, and bob has seen her join.
+struct Pair {
+    nodes: (Node, Node),
+    s1: String,
+    bob: (herald_client::Engine, EventStream),
+    carol: (herald_client::Engine, EventStream),
+}
+
+async fn pair(redis: &Redis) -> Pair {
     let (p1, p2) = (free_port(), free_port());
-    let _n1 = start_node(&redis, "n1", p1);
-    let mut n2 = start_node(&redis, "n2", p2);
+    let nodes = (start_node(redis, "n1", p1), start_node(redis, "n2", p2));
     let s1 = format!("http://127.0.0.1:{p1}");
     let s2 = format!("http://127.0.0.1:{p2}");
-
     let (bob, mut bob_events) = connect(&s1, APP_ID).await.unwrap();
     bob.join_room("r", "bob", &token("r", "bob")).await.unwrap();
-    let (carol, mut carol_events) = connect(&s2, APP_ID).await.unwrap();
+    let (carol, carol_events) = connect(&s2, APP_ID).await.unwrap();
     carol
         .join_room("r", "carol", &token("r", "carol"))
         .await
@@ -142,6 +146,23 @@ async fn a_killed_node_stops_holding_its_users_and_its_clients_move() {
         |e| matches!(e, Event::UserJoined { uid, .. } if uid == "carol"),
     )
     .await;
+    Pair {
+        nodes,
+        s1,
+        bob: (bob, bob_events),
+        carol: (carol, carol_events),
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_stops_holding_its_users_and_its_clients_move() {
+    let Some(redis) = Redis::start() else { return };
+    let Pair {
+        nodes: (_n1, mut n2),
+        s1,
+        bob: (_bob, mut bob_events),
+        carol: (carol, mut carol_events),
+    } = pair(&redis).await;
 
     // SIGKILL: no goodbye, no cleanup. Within the TTL (2 s, plus a heartbeat) n1 sweeps it.
     n2.0.kill().unwrap();
@@ -201,23 +222,12 @@ async fn a_killed_node_stops_holding_its_users_and_its_clients_move() {
 #[tokio::test]
 async fn a_node_that_does_not_report_leaves_its_recipients_unknown() {
     let Some(redis) = Redis::start() else { return };
-    let (p1, p2) = (free_port(), free_port());
-    let _n1 = start_node(&redis, "n1", p1);
-    let n2 = start_node(&redis, "n2", p2);
-    let s1 = format!("http://127.0.0.1:{p1}");
-    let s2 = format!("http://127.0.0.1:{p2}");
-    let (bob, mut bob_events) = connect(&s1, APP_ID).await.unwrap();
-    bob.join_room("r", "bob", &token("r", "bob")).await.unwrap();
-    let (carol, _carol_events) = connect(&s2, APP_ID).await.unwrap();
-    carol
-        .join_room("r", "carol", &token("r", "carol"))
-        .await
-        .unwrap();
-    wait_for(
-        &mut bob_events,
-        |e| matches!(e, Event::UserJoined { uid, .. } if uid == "carol"),
-    )
-    .await;
+    let Pair {
+        nodes: (_n1, n2),
+        s1,
+        bob: _bob,
+        carol: _carol,
+    } = pair(&redis).await;
     let api = OpenApiClient::new(&s1, AK, SK)
         .unwrap()
         .with_delivery_report(true);
