@@ -278,6 +278,7 @@ fn client_seeds(out: &Out) {
         r#"{"call":"leaveRoom","roomId":"r1"}"#,
         r#"{"call":"updateToken","roomId":"r1","token":"t"}"#,
         r#"{"call":"getPeerOnlineStatus","peerUserId":"u2"}"#,
+        r#"{"call":"login","token":"t","uid":"u1","resume":{"epoch":9,"position":4}}"#,
         r#"{"call":"setServerParams","signature":"s","url":"http://biz.example/rtc/"}"#,
     ];
     for (i, c) in calls.iter().enumerate() {
@@ -289,12 +290,19 @@ fn client_seeds(out: &Out) {
         Event::LoginResult {
             uid: "u1".into(),
             error_code: 0,
+            stream: Some(herald_proto::client::StreamState {
+                epoch: 9,
+                position: 4,
+                recovered: Some(true),
+                replayed: 2,
+            }),
         },
         Event::Logout { reason: 1 },
         Event::RoomStateChanged {
             room_id: "r1".into(),
             uid: "u1".into(),
             state: -1009,
+            stream: None,
         },
         Event::Error {
             error_code: 4003,
@@ -373,7 +381,11 @@ fn client_seeds(out: &Out) {
     {
         let d = Delivery::encode(kind, "server_bot", room, binary, "hello".as_bytes());
         let mut frame = bytes::BytesMut::new();
-        d.put_prefix(42, &mut frame);
+        let pos = herald_proto::client::StreamPos {
+            epoch: 9,
+            position: 5,
+        };
+        d.put_prefix(42, (i % 2 == 1).then_some(pos), &mut frame);
         frame.extend_from_slice(d.body());
         let mut data = vec![3u8];
         data.extend_from_slice(&frame);

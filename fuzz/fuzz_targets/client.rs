@@ -12,7 +12,8 @@
 use bytes::{Bytes, BytesMut};
 use herald_fuzz::Cursor;
 use herald_proto::client::{
-    Call, Delivery, Event, MessageKind, ReceivedMessage, SendFrame, SendOp, PREFIX_LEN,
+    Call, Delivery, Event, MessageKind, ReceivedMessage, SendFrame, SendOp, StreamPos, PREFIX_LEN,
+    STREAM_PREFIX_LEN,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -43,11 +44,11 @@ fn send_frame(frame: &[u8]) {
     }
 }
 
-fn frame_of(d: &Delivery, msgid: u64) -> Bytes {
+fn frame_of(d: &Delivery, msgid: u64, pos: Option<StreamPos>) -> Bytes {
     let mut out = BytesMut::new();
-    d.put_prefix(msgid, &mut out);
+    d.put_prefix(msgid, pos, &mut out);
     out.extend_from_slice(d.body());
-    assert_eq!(out.len(), d.frame_len());
+    assert_eq!(out.len(), d.frame_len(pos));
     out.freeze()
 }
 
@@ -58,11 +59,16 @@ fn message_frame(frame: &[u8]) {
     assert!(m.binary || std::str::from_utf8(&m.payload).is_ok());
     assert_eq!(m.room_id.is_some(), m.kind != MessageKind::OutsideRoom);
     let d = Delivery::encode(m.kind, &m.uid, m.room_id.as_deref(), m.binary, &m.payload);
-    let again = frame_of(&d, m.msgid);
+    let again = frame_of(&d, m.msgid, m.pos);
     // The canonical form: a message outside rooms carries an empty room id. A non-empty one is
     // ignored by the decoder, so only the decoded value round-trips then.
-    let uid_len = usize::from(frame[PREFIX_LEN]);
-    let room_len = frame[PREFIX_LEN + 1 + uid_len];
+    let at = if m.pos.is_some() {
+        STREAM_PREFIX_LEN
+    } else {
+        PREFIX_LEN
+    };
+    let uid_len = usize::from(frame[at]);
+    let room_len = frame[at + 1 + uid_len];
     if m.room_id.is_some() || room_len == 0 {
         assert_eq!(&again[..], frame, "{m:?}");
     }
@@ -114,18 +120,23 @@ fn build_delivery(c: &mut Cursor<'_>) {
     ][usize::from(c.u8() % 3)];
     let binary = c.u8() & 1 == 1;
     let msgid = c.u64();
+    let pos = (c.u8() & 1 == 1).then(|| StreamPos {
+        epoch: c.u64(),
+        position: c.u64(),
+    });
     let from = short_string(c);
     let room = short_string(c);
     let room = (kind != MessageKind::OutsideRoom).then_some(room);
     let payload = payload(c, binary);
     let d = Delivery::encode(kind, &from, room.as_deref(), binary, &payload);
     assert_eq!(Delivery::from_parts(d.flags(), d.body().clone()), d);
-    let m = ReceivedMessage::decode(frame_of(&d, msgid)).expect("an encoded message decodes");
+    let m = ReceivedMessage::decode(frame_of(&d, msgid, pos)).expect("an encoded message decodes");
     assert_eq!(
         m,
         ReceivedMessage {
             kind,
             msgid,
+            pos,
             uid: from,
             room_id: room,
             binary,

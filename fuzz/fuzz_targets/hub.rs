@@ -34,7 +34,7 @@ use herald_core::time::Timestamp;
 use herald_fuzz::Cursor;
 use herald_proto::client::{
     login_error, online_status, room_send_result, room_state, send_result, Delivery, Event,
-    ReceivedMessage, SendFrame, SendOp,
+    ReceivedMessage, SendFrame, SendOp, StreamPos,
 };
 use herald_proto::ids::{is_valid_id, AppId, RoomId, UserId};
 use herald_proto::openapi::{SendRequest, Target};
@@ -80,7 +80,7 @@ impl Recorder {
 }
 
 impl Outbox for Recorder {
-    fn message(&self, d: &Delivery, _accepted: Timestamp) -> Offer {
+    fn message(&self, d: &Delivery, _pos: Option<StreamPos>, _accepted: Timestamp) -> Offer {
         self.offer(Rec::Message(self.index, d.clone()))
     }
     fn event(&self, e: &Event) -> Offer {
@@ -265,7 +265,9 @@ impl World {
         let app = self.sessions[i].app;
         let s = &mut self.sessions[i];
         match e {
-            Event::LoginResult { uid, error_code } if *error_code == login_error::SUCCESS => {
+            Event::LoginResult {
+                uid, error_code, ..
+            } if *error_code == login_error::SUCCESS => {
                 assert_eq!(s.login, None, "logged in twice");
                 s.login = Some(uid.clone());
             }
@@ -277,6 +279,7 @@ impl World {
                 room_id,
                 uid,
                 state,
+                ..
             } => {
                 let answer = matches!(doing, Doing::Join(j, r, _) if *j == i && r == room_id);
                 match *state {
@@ -414,7 +417,7 @@ impl World {
 
 fn decode(d: &Delivery) -> ReceivedMessage {
     let mut frame = BytesMut::new();
-    d.put_prefix(1, &mut frame);
+    d.put_prefix(1, None, &mut frame);
     frame.extend_from_slice(d.body());
     ReceivedMessage::decode(frame.freeze()).expect("the hub encoded a bad message")
 }
@@ -526,6 +529,7 @@ fn step(w: &mut World, c: &mut Cursor<'_>) -> bool {
                 let answer = Event::LoginResult {
                     uid: uid.into(),
                     error_code: code,
+                    stream: None,
                 };
                 assert!(events_to(&recs, si).contains(&&answer), "no {answer:?}");
             }
@@ -574,6 +578,7 @@ fn step(w: &mut World, c: &mut Cursor<'_>) -> bool {
                     room_id: room.into(),
                     uid: uid.into(),
                     state: code,
+                    stream: None,
                 };
                 assert!(events_to(&recs, si).contains(&&answer), "no {answer:?}");
             }
@@ -608,6 +613,7 @@ fn step(w: &mut World, c: &mut Cursor<'_>) -> bool {
                     room_id: room.into(),
                     uid: uid.into(),
                     state: room_state::KICKED_OUT,
+                    stream: None,
                 };
                 assert!(events_to(&recs, h).contains(&&told));
             }
@@ -779,13 +785,11 @@ fn api_send(w: &mut World, c: &mut Cursor<'_>, pick: u8) {
         payload,
     };
     let mut observed: Vec<(String, Outcome)> = Vec::new();
-    let result = w
-        .hub
-        .send(&req, w.now(), |u, o, receipt| {
-            // A receipt comes with every queued outcome, and only with those.
-            assert_eq!(receipt.is_some(), o == Outcome::Queued, "{u}: {o:?}");
-            observed.push((u.to_string(), o));
-        });
+    let result = w.hub.send(&req, w.now(), |u, o, receipt| {
+        // A receipt comes with every queued outcome, and only with those.
+        assert_eq!(receipt.is_some(), o == Outcome::Queued, "{u}: {o:?}");
+        observed.push((u.to_string(), o));
+    });
     let recs = w.drain(&Doing::Other);
     let msgs = messages(&recs);
     match result {

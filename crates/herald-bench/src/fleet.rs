@@ -349,6 +349,7 @@ pub async fn login(ws: &mut WsClient, app: &App, uid: &str) -> anyhow::Result<()
     let call = Call::Login {
         token: token(app, "", uid),
         uid: uid.to_owned(),
+        resume: None,
     };
     exchange(ws, &call, |e| {
         (e["event"] == "onLoginResult").then(|| match e["errorCode"].as_i64() {
@@ -365,6 +366,7 @@ pub async fn join(ws: &mut WsClient, app: &App, room: &str, uid: &str) -> anyhow
         room_id: room.to_owned(),
         uid: uid.to_owned(),
         token: token(app, room, uid),
+        resume: None,
     };
     exchange(ws, &call, |e| {
         (e["event"] == "onRoomStateChanged" && e["roomId"] == room).then(|| {

@@ -14,7 +14,7 @@
 //! with the server, that work would be measured instead of the server. A test checks both readings
 //! agree on frames made by `herald_proto`'s own encoder.
 
-use herald_proto::client::{flags, FRAME_MESSAGE, PREFIX_LEN};
+use herald_proto::client::{flags, FRAME_MESSAGE, PREFIX_LEN, STREAM_PREFIX_LEN};
 
 /// The stamp's marker.
 const MAGIC: &[u8; 2] = b"HB";
@@ -84,13 +84,19 @@ pub fn parse_message(frame: &[u8]) -> Option<Message<'_>> {
         return None;
     }
     let f = frame[1];
-    if f & !(flags::BINARY | flags::ROOM | flags::BROADCAST) != 0 {
+    if f & !(flags::BINARY | flags::ROOM | flags::BROADCAST | flags::STREAM) != 0 {
         return None;
     }
     let mut id = [0u8; 8];
     id.copy_from_slice(&frame[2..PREFIX_LEN]);
-    let uid_len = usize::from(frame[PREFIX_LEN]);
-    let room_at = PREFIX_LEN + 1 + uid_len;
+    // A stream position (recovery on) sits between the msgid and the sender.
+    let at = if f & flags::STREAM != 0 {
+        STREAM_PREFIX_LEN
+    } else {
+        PREFIX_LEN
+    };
+    let uid_len = usize::from(*frame.get(at)?);
+    let room_at = at + 1 + uid_len;
     let room_len = usize::from(*frame.get(room_at)?);
     let payload = frame.get(room_at + 1 + room_len..)?;
     Some(Message {
@@ -104,7 +110,7 @@ pub fn parse_message(frame: &[u8]) -> Option<Message<'_>> {
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use herald_proto::client::{Delivery, MessageKind, ReceivedMessage};
+    use herald_proto::client::{Delivery, MessageKind, ReceivedMessage, StreamPos};
 
     #[test]
     fn stamps_round_trip() {
@@ -126,18 +132,24 @@ mod tests {
             (MessageKind::RoomBroadcast, Some("room-7")),
         ] {
             let d = Delivery::encode(kind, "bench", room, false, payload.as_bytes());
-            let mut frame = BytesMut::new();
-            d.put_prefix(9, &mut frame);
-            frame.extend_from_slice(d.body());
-            let frame = frame.freeze();
-            let theirs = ReceivedMessage::decode(frame.clone()).unwrap();
-            let ours = parse_message(&frame).unwrap();
-            assert_eq!(ours.msgid, theirs.msgid);
-            assert_eq!(ours.payload, &theirs.payload[..]);
-            assert_eq!(ours.flags, d.flags());
-            assert_eq!(stamp_of(ours.payload).map(|s| s.sent_ns), Some(42));
-            for cut in 0..frame.len() - payload.len() {
-                assert!(parse_message(&frame[..cut]).is_none(), "cut at {cut}");
+            let pos = StreamPos {
+                epoch: 3,
+                position: 4,
+            };
+            for pos in [None, Some(pos)] {
+                let mut frame = BytesMut::new();
+                d.put_prefix(9, pos, &mut frame);
+                frame.extend_from_slice(d.body());
+                let frame = frame.freeze();
+                let theirs = ReceivedMessage::decode(frame.clone()).unwrap();
+                let ours = parse_message(&frame).unwrap();
+                assert_eq!(ours.msgid, theirs.msgid);
+                assert_eq!(ours.payload, &theirs.payload[..]);
+                assert_eq!(ours.flags & !flags::STREAM, d.flags());
+                assert_eq!(stamp_of(ours.payload).map(|s| s.sent_ns), Some(42));
+                for cut in 0..frame.len() - payload.len() {
+                    assert!(parse_message(&frame[..cut]).is_none(), "cut at {cut}");
+                }
             }
         }
     }

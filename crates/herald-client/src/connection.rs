@@ -22,7 +22,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, Stream, StreamExt};
-use herald_proto::client::{Call, ReceivedMessage, SendFrame, SendOp, GATEWAY_PATH};
+use herald_proto::client::{
+    Call, ReceivedMessage, SendFrame, SendOp, StreamPos, StreamState, GATEWAY_PATH,
+};
 use herald_proto::sign::encode_query;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
@@ -126,6 +128,38 @@ pub async fn connect_with_tls(
     app_id: &str,
     tls: &Tls,
 ) -> Result<(Engine, EventStream), ConnectError> {
+    connect_resuming(server, app_id, tls, &Recovery::default()).await
+}
+
+/// As [`connect_with_tls`], keeping where this app's streams are in `recovery`, which outlives
+/// the connection: after a connection is lost, connect again with the same `recovery` and log in
+/// and join as before, and each login and join resumes its stream by itself. The server replays
+/// what was missed (within its window, `docs/delivery.md`) before anything new, with no
+/// duplicates, and says so with [`Event::Recovery`]; `recovered: false` there means some
+/// messages could not be recovered.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_client::{connect_resuming, Recovery, Tls};
+///
+/// let recovery = Recovery::default();
+/// let (engine, events) =
+///     connect_resuming("http://127.0.0.1:8080", "herald-dev-app-000000001", &Tls::default(), &recovery).await?;
+/// engine.login("001…", "u1").await?;
+/// // … the connection drops; later:
+/// let (engine, events) =
+///     connect_resuming("http://127.0.0.1:8080", "herald-dev-app-000000001", &Tls::default(), &recovery).await?;
+/// engine.login("001…", "u1").await?; // resumes u1's stream: missed messages arrive first
+/// # let _ = (engine, events);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect_resuming(
+    server: &str,
+    app_id: &str,
+    tls: &Tls,
+    recovery: &Recovery,
+) -> Result<(Engine, EventStream), ConnectError> {
     let url = gateway_url(server, app_id)?;
     let connector = tokio_tungstenite::Connector::Rustls(tls.rustls());
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
@@ -159,6 +193,7 @@ pub async fn connect_with_tls(
             next_msgid: 1,
         }),
         waiting: std::sync::Mutex::new(Waiting::default()),
+        recovery: recovery.clone(),
         ended,
         abort: Notify::new(),
         abandoned: Notify::new(),
@@ -195,6 +230,8 @@ fn gateway_url(server: &str, app_id: &str) -> Result<String, ConnectError> {
 struct Shared {
     writer: tokio::sync::Mutex<Writer>,
     waiting: std::sync::Mutex<Waiting>,
+    /// Where this connection's streams are (shared with the connections before and after it).
+    recovery: Recovery,
     /// Becomes true when the reader has ended (before it reports `onConnectionClosed`).
     ended: watch::Receiver<bool>,
     /// Tells the reader to stop waiting for the server's close answer.
@@ -250,6 +287,10 @@ struct Waiting {
     /// The uid of the last `login`, and whether it was refused for its token: what
     /// `update_login_token` needs to log in again by itself.
     last_login: Option<(String, bool)>,
+    /// The uid this connection is logged in with, and the uid of each room it is in: whose
+    /// stream a message belongs to.
+    login_uid: Option<String>,
+    room_uids: HashMap<String, String>,
 }
 
 impl Waiting {
@@ -315,6 +356,7 @@ impl Engine {
         self.send(&Call::Login {
             token: token.to_owned(),
             uid: uid.to_owned(),
+            resume: self.shared().recovery.get("", uid),
         })
         .await
     }
@@ -368,6 +410,7 @@ impl Engine {
             room_id: room_id.to_owned(),
             uid: uid.to_owned(),
             token: token.to_owned(),
+            resume: self.shared().recovery.get(room_id, uid),
         })
         .await
     }
@@ -672,13 +715,21 @@ async fn read_loop(
                 // An event this SDK does not know is skipped: newer servers may add events.
                 if let Ok(e) = serde_json::from_str::<herald_proto::client::Event>(&text) {
                     match control_event(e, &shared) {
-                        Ok(e) => emit(e),
+                        Ok((e, resumed)) => {
+                            emit(e);
+                            resumed.into_iter().for_each(emit);
+                        }
                         Err(why) => break protocol_error(&shared, why).await,
                     }
                 }
             }
             Some(Ok(WsMessage::Binary(frame))) => match ReceivedMessage::decode(frame) {
-                Ok(m) => emit(Event::from_message(m)),
+                Ok(m) => {
+                    if let Some(pos) = m.pos {
+                        shared.received(m.room_id.as_deref().unwrap_or(""), pos);
+                    }
+                    emit(Event::from_message(m))
+                }
                 // The protocol says to reject such a frame; msgids after it could not be
                 // trusted, so the connection ends here.
                 Err(e) => {
@@ -728,17 +779,63 @@ async fn protocol_error(shared: &Shared, why: String) -> Ending {
     }
 }
 
+impl Shared {
+    /// A message arrived at `pos` of the stream of `room` (empty: the login's).
+    fn received(&self, room: &str, pos: StreamPos) {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let uid = match room {
+            "" => waiting.login_uid.as_deref(),
+            room => waiting.room_uids.get(room).map(String::as_str),
+        };
+        if let Some(uid) = uid {
+            self.recovery.set(room, uid, Some(pos));
+        }
+    }
+
+    /// A login or join was answered with its stream: the starting point of what this
+    /// connection will receive. After a recovered resume the replayed messages move it on
+    /// themselves; otherwise nothing before the stream's last position will come.
+    fn opened(&self, room: &str, uid: &str, stream: StreamState) -> Option<Event> {
+        if stream.recovered != Some(true) {
+            let head = StreamPos {
+                epoch: stream.epoch,
+                position: stream.position,
+            };
+            self.recovery.set(room, uid, Some(head));
+        }
+        stream.recovered.map(|recovered| Event::Recovery {
+            room_id: room.to_owned(),
+            uid: uid.to_owned(),
+            recovered,
+            replayed: stream.replayed,
+        })
+    }
+}
+
 /// Turns a control event of the wire into the SDK's: adds what only the SDK can measure, and
-/// decodes what the wire carries as text. `Err` says how the event breaks the protocol.
-fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Result<Event, String> {
-    use herald_proto::client::Event as Wire;
+/// decodes what the wire carries as text; with it, the [`Event::Recovery`] that follows a
+/// resumed login or join. `Err` says how the event breaks the protocol.
+fn control_event(
+    e: herald_proto::client::Event,
+    shared: &Shared,
+) -> Result<(Event, Option<Event>), String> {
+    use herald_proto::client::{login_error, logout_reason, room_state, Event as Wire};
     let mut waiting = shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(match e {
-        Wire::LoginResult { uid, error_code } => {
+    let mut resumed = None;
+    let event = match e {
+        Wire::LoginResult {
+            uid,
+            error_code,
+            stream,
+        } => {
             if let Some((last, refused)) = &mut waiting.last_login {
                 if *last == uid {
-                    *refused = error_code == herald_proto::client::login_error::INVALID_TOKEN;
+                    *refused = error_code == login_error::INVALID_TOKEN;
                 }
+            }
+            if error_code == login_error::SUCCESS {
+                waiting.login_uid = Some(uid.clone());
+                resumed = stream.and_then(|s| shared.opened("", &uid, s));
             }
             Event::LoginResult {
                 uid,
@@ -746,13 +843,33 @@ fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Result<Even
                 elapsed: waiting.login_elapsed(),
             }
         }
-        Wire::Logout { reason } => Event::Logout { reason },
+        Wire::Logout { reason } => {
+            if let Some(uid) = waiting.login_uid.take() {
+                // A login ended on purpose has no stream left to resume.
+                if reason == logout_reason::LOGOUT {
+                    shared.recovery.set("", &uid, None);
+                }
+            }
+            Event::Logout { reason }
+        }
         Wire::RoomStateChanged {
             room_id,
             uid,
             state,
+            stream,
         } => {
             let elapsed = waiting.join_elapsed(&room_id);
+            if state == room_state::JOINED {
+                waiting.room_uids.insert(room_id.clone(), uid.clone());
+                resumed = stream.and_then(|s| shared.opened(&room_id, &uid, s));
+            } else if waiting.room_uids.get(&room_id) == Some(&uid) {
+                // Out of the room: kicked or expired ends the stream; a membership taken over
+                // by another connection goes on there.
+                waiting.room_uids.remove(&room_id);
+                if state != room_state::DUPLICATE_LOGIN {
+                    shared.recovery.set(&room_id, &uid, None);
+                }
+            }
             Event::RoomStateChanged {
                 extra_info: serde_json::json!({"elapsed": elapsed, "join_type": 0}).to_string(),
                 room_id,
@@ -760,7 +877,12 @@ fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Result<Even
                 state,
             }
         }
-        Wire::LeaveRoom { room_id } => Event::LeaveRoom { room_id },
+        Wire::LeaveRoom { room_id } => {
+            if let Some(uid) = waiting.room_uids.remove(&room_id) {
+                shared.recovery.set(&room_id, &uid, None);
+            }
+            Event::LeaveRoom { room_id }
+        }
         Wire::Error {
             error_code,
             message,
@@ -820,7 +942,33 @@ fn control_event(e: herald_proto::client::Event, shared: &Shared) -> Result<Even
         },
         Wire::ServerParamsSetResult { error } => Event::ServerParamsSetResult { error },
         Wire::TokenWillExpire { room_id } => Event::TokenWillExpire { room_id },
-    })
+    };
+    Ok((event, resumed))
+}
+
+/// Where an app's streams are, kept across connections so that a new connection resumes them
+/// (see [`connect_resuming`]): for each login and room membership, the epoch and position of
+/// the last message received. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    positions: Arc<std::sync::Mutex<HashMap<(String, String), StreamPos>>>,
+}
+
+impl Recovery {
+    /// Where the stream of `uid` in `room` (empty: `uid`'s login) is, if known.
+    pub fn get(&self, room: &str, uid: &str) -> Option<StreamPos> {
+        let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        positions.get(&(room.to_owned(), uid.to_owned())).copied()
+    }
+
+    fn set(&self, room: &str, uid: &str, pos: Option<StreamPos>) {
+        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (room.to_owned(), uid.to_owned());
+        match pos {
+            Some(p) => positions.insert(key, p),
+            None => positions.remove(&key),
+        };
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,22 @@ pub enum Event {
         /// `elapsed` runs from the `joinRoom` call to this event (0 for a change nobody asked for).
         extra_info: String,
     },
+    /// `onRecovery` (Herald's): the answer to a login or join that resumed a stream (the SDK
+    /// resumes by itself when the connection was made with
+    /// [`connect_resuming`](crate::connect_resuming) and it knows where the stream was). Comes
+    /// right after the `LoginResult` / `RoomStateChanged`, before the replayed messages.
+    Recovery {
+        /// The room of a membership's stream; empty for the login's.
+        room_id: String,
+        /// The user id of the login or membership.
+        uid: String,
+        /// `true`: every message missed is being replayed (`replayed` of them follow, as the
+        /// usual message events). `false`: some could not be recovered (the server forgot the
+        /// stream, or they are older than its window); fetch the app's state afresh.
+        recovered: bool,
+        /// How many messages are replayed.
+        replayed: u64,
+    },
     /// `onLeaveRoom`: the answer to [`Engine::leave_room`](crate::Engine::leave_room).
     LeaveRoom {
         /// The room.
@@ -223,6 +239,7 @@ impl Event {
             Event::Logout { .. } => "onLogout",
             Event::RoomStateChanged { .. } => "onRoomStateChanged",
             Event::LeaveRoom { .. } => "onLeaveRoom",
+            Event::Recovery { .. } => "onRecovery",
             Event::UserMessageReceivedOutsideRoom { .. } => "onUserMessageReceivedOutsideRoom",
             Event::UserBinaryMessageReceivedOutsideRoom { .. } => {
                 "onUserBinaryMessageReceivedOutsideRoom"
@@ -318,6 +335,17 @@ impl Event {
                 ("extraInfo", json!(extra_info)),
             ]),
             Event::LeaveRoom { room_id } => f.push(("roomId", json!(room_id))),
+            Event::Recovery {
+                room_id,
+                uid,
+                recovered,
+                replayed,
+            } => f.extend([
+                ("roomId", json!(room_id)),
+                ("uid", json!(uid)),
+                ("recovered", json!(recovered)),
+                ("replayed", json!(replayed)),
+            ]),
             Event::UserMessageReceivedOutsideRoom {
                 msgid,
                 uid,
@@ -440,6 +468,7 @@ impl Event {
         let ReceivedMessage {
             kind,
             msgid,
+            pos: _,
             uid,
             room_id,
             binary,
@@ -507,7 +536,7 @@ mod tests {
     fn decoded(kind: MessageKind, room: Option<&str>, binary: bool, payload: &[u8]) -> Event {
         let d = Delivery::encode(kind, "server_bot", room, binary, payload);
         let mut frame = bytes::BytesMut::new();
-        d.put_prefix(7, &mut frame);
+        d.put_prefix(7, None, &mut frame);
         frame.extend_from_slice(d.body());
         Event::from_message(ReceivedMessage::decode(frame.freeze()).unwrap())
     }

@@ -36,7 +36,10 @@ pub mod event;
 pub mod openapi;
 pub mod tls;
 
-pub use connection::{connect, connect_with_tls, CallError, ConnectError, Engine, EventStream};
+pub use connection::{
+    connect, connect_resuming, connect_with_tls, CallError, ConnectError, Engine, EventStream,
+    Recovery,
+};
 pub use event::Event;
 pub use herald_proto::openapi::DeliveryReport;
 pub use openapi::{

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use herald_proto::client::{
     login_error, logout_reason, online_status, room_send_result, room_state, send_result,
-    user_leave_reason, Delivery, Event, MessageKind, SendFrame, SendOp, MAX_CLIENT_MESSAGE_BYTES,
+    user_leave_reason, Delivery, Event, MessageKind, SendFrame, SendOp, StreamPos, StreamState,
+    MAX_CLIENT_MESSAGE_BYTES,
 };
 use herald_proto::ids::{is_valid_id, AppId, RoomId, UserId};
 use herald_proto::openapi::{ApiError, ErrorCode, SendRequest, Target};
@@ -22,6 +23,7 @@ use parking_lot::Mutex;
 use crate::apps::{AppSpec, Registry};
 use crate::rate::{Gcra, RetryAfter, SlidingWindow};
 use crate::relay::{Addressees, NodeMessage};
+use crate::stream::{Held, Resumed, Stream, Window};
 use crate::time::Timestamp;
 
 /// Identifies one client connection within a hub.
@@ -42,8 +44,10 @@ pub enum Offer {
 /// into the hub (the hub holds an app lock while it offers).
 pub trait Outbox: Send + Sync {
     /// Queues a message frame. The outbox assigns the connection's next msgid, in queue order.
-    /// `accepted` is when the API call that sent it was accepted (for latency accounting).
-    fn message(&self, delivery: &Delivery, accepted: Timestamp) -> Offer;
+    /// `pos` is the message's place in the recipient's stream (`None`: recovery is off), written
+    /// in the frame's prefix. `accepted` is when the API call that sent it was accepted (for
+    /// latency accounting).
+    fn message(&self, delivery: &Delivery, pos: Option<StreamPos>, accepted: Timestamp) -> Offer;
     /// Queues a control event.
     fn event(&self, event: &Event) -> Offer;
     /// The highest msgid whose frame has been written to the connection (0: none, or not
@@ -182,6 +186,17 @@ pub struct JoinTicket {
     pub uid: UserId,
     /// When the room token expires (unix seconds; 0: never).
     expires_at: u32,
+    /// Where the client asked to resume the membership's stream.
+    resume: Option<StreamPos>,
+}
+
+/// A login that passed its checks, waiting for [`Hub::commit_login`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginTicket {
+    /// The user.
+    pub uid: UserId,
+    /// Where the client asked to resume the login's stream.
+    resume: Option<StreamPos>,
 }
 
 /// Where `sendServerMessage` goes: what `setServerParams` stored.
@@ -209,6 +224,9 @@ pub enum Outcome {
     SlowConsumer,
     /// Handed to the cluster node that holds the recipient.
     Forwarded,
+    /// The recipient has no connection, but its stream is held for recovery: the message is
+    /// kept and replayed if the user resumes within the window.
+    Held,
 }
 
 /// Counts of a send's outcomes.
@@ -224,6 +242,8 @@ pub struct Summary {
     pub slow_consumer: u32,
     /// Recipients on other nodes of a cluster, to which the message was forwarded.
     pub forwarded: u32,
+    /// Recipients between connections whose streams keep the message for recovery.
+    pub held: u32,
 }
 
 impl Summary {
@@ -235,6 +255,7 @@ impl Summary {
             Outcome::NotInRoom => self.not_in_room += 1,
             Outcome::SlowConsumer => self.slow_consumer += 1,
             Outcome::Forwarded => self.forwarded += 1,
+            Outcome::Held => self.held += 1,
         }
     }
 }
@@ -300,15 +321,28 @@ pub struct Stats {
     pub rooms: u64,
     /// Room memberships.
     pub room_members: u64,
+    /// Streams held for recovery after their connection was lost.
+    pub held_streams: u64,
 }
 
-#[derive(Clone)]
 struct Member {
     session: SessionId,
     outbox: Arc<dyn Outbox>,
     since: Timestamp,
     /// The cluster's version of this registration (0: none).
     version: u64,
+    /// The login's or membership's stream (unused while recovery is off).
+    stream: Stream,
+}
+
+impl Member {
+    /// Queues `delivery` on the connection, at the next position of the stream.
+    fn offer(&mut self, delivery: &Delivery, accepted: Timestamp, w: &Window) -> Offer {
+        let pos = w
+            .enabled()
+            .then(|| self.stream.append(delivery, accepted, w));
+        self.outbox.message(delivery, pos, accepted)
+    }
 }
 
 /// One room this connection has joined.
@@ -333,6 +367,10 @@ struct AppState {
     sessions: HashMap<SessionId, Session>,
     logins: HashMap<UserId, Member>,
     rooms: HashMap<RoomId, HashMap<UserId, Member>>,
+    /// Streams of logins whose connection was lost, kept for the window (recovery).
+    held_logins: HashMap<UserId, Held>,
+    /// Streams of memberships whose connection was lost, kept for the window (recovery).
+    held_members: HashMap<RoomId, HashMap<UserId, Held>>,
 }
 
 struct AppHub {
@@ -349,6 +387,10 @@ pub struct Hub {
     directory: Arc<dyn Directory>,
     /// Part of a cluster: a recipient not found here may be on another node.
     clustered: bool,
+    /// How much of each stream is kept (recovery; off unless [`Hub::with_recovery`]).
+    window: Window,
+    /// The epoch the next new stream gets.
+    next_epoch: AtomicU64,
 }
 
 /// The token checks shared by login and join: signature, app, user, room binding. Returns the
@@ -412,7 +454,28 @@ impl Hub {
             hooks,
             directory,
             clustered,
+            window: Window::OFF,
+            next_epoch: AtomicU64::new(1),
         }
+    }
+
+    /// Turns recovery on: every login and membership keeps a stream within `window`, and
+    /// streams are numbered from `epoch_seed` (the edge picks it at random at start, below
+    /// 2^52, so that epochs of different runs of a node differ and stay exact in JSON numbers).
+    pub fn with_recovery(mut self, window: Window, epoch_seed: u64) -> Self {
+        self.window = window;
+        self.next_epoch = AtomicU64::new(epoch_seed.max(1));
+        self
+    }
+
+    /// The recovery window (`Window::OFF` when recovery is off).
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// A stream for a login or membership that has none here.
+    fn new_stream(&self) -> Stream {
+        Stream::new(self.next_epoch.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Registers a new connection for `app`. `None` if the app is not served.
@@ -469,21 +532,23 @@ impl Hub {
         token: &str,
         now: Timestamp,
     ) -> i32 {
-        let checked = self.prepare_login(app, session, uid, token, now);
+        let checked = self.prepare_login(app, session, uid, token, None, now);
         self.commit_login(app, session, uid, checked, Claim::default(), now)
     }
 
     /// The checks of a login that need no cluster: the user id, the token (signature, app, user,
     /// expiry), and that the connection is not logged in already. Answers nothing; a cluster
-    /// registers the login between this and [`Hub::commit_login`].
+    /// registers the login between this and [`Hub::commit_login`]. `resume`: the client asks for
+    /// what its stream got after this position (recovery).
     pub fn prepare_login(
         &self,
         app: &str,
         session: SessionId,
         uid: &str,
         token: &str,
+        resume: Option<StreamPos>,
         now: Timestamp,
-    ) -> Result<UserId, i32> {
+    ) -> Result<LoginTicket, i32> {
         let hub = self.apps.get(app).ok_or(login_error::SERVER_ERROR)?;
         // Verify outside the lock: an HMAC is the most expensive step and needs no state.
         let user = UserId::new(uid).map_err(|_| login_error::INVALID_USER_ID)?;
@@ -495,20 +560,23 @@ impl Hub {
         match st.sessions.get(&session) {
             None => Err(login_error::SERVER_ERROR),
             Some(me) if me.login.is_some() => Err(login_error::LOGIN_FAILED),
-            Some(_) => Ok(user),
+            Some(_) => Ok(LoginTicket { uid: user, resume }),
         }
     }
 
     /// Completes a login [`Hub::prepare_login`] checked (or answers its error): takes the user
     /// over from another connection here, registers it as `claim.version`, and answers
     /// `onLoginResult`. `claim.took_over`: the user was logged in on another node, so it stays
-    /// logged in and no hook fires. Returns the `LoginErrorCode`.
+    /// logged in and no hook fires. With recovery on, the login continues the user's stream (of
+    /// the login it replaces, or held since its connection was lost) or starts one; a resume
+    /// replays what the stream got after the client's position, right after the answer.
+    /// Returns the `LoginErrorCode`.
     pub fn commit_login(
         &self,
         app: &str,
         session: SessionId,
         uid: &str,
-        checked: Result<UserId, i32>,
+        checked: Result<LoginTicket, i32>,
         claim: Claim,
         now: Timestamp,
     ) -> i32 {
@@ -520,25 +588,40 @@ impl Hub {
         let Some(me) = st.sessions.get(&session) else {
             return login_error::SERVER_ERROR;
         };
+        let mut opened = Opened::default();
         let result = match checked {
             Err(code) => code,
             Ok(_) if me.login.is_some() => login_error::LOGIN_FAILED,
-            Ok(user) => {
+            Ok(LoginTicket { uid: user, resume }) => {
                 let outbox = me.outbox.clone();
+                let old = st.logins.remove(&user);
+                let held = take_held(st.held_logins.remove(&user), now, &self.window);
+                let (old, mut stream) = match old {
+                    Some(Member {
+                        session,
+                        outbox,
+                        stream,
+                        ..
+                    }) => (Some((session, outbox)), stream),
+                    None => (None, held.unwrap_or_else(|| self.new_stream())),
+                };
+                opened = self.open(&mut stream, resume, now);
                 let member = Member {
                     session,
                     outbox,
                     since: now,
                     version: claim.version,
+                    stream,
                 };
-                match st.logins.insert(user.clone(), member) {
+                st.logins.insert(user.clone(), member);
+                match old {
                     // The user stays logged in, on this connection now: no hook fires.
-                    Some(old) => {
-                        if let Some(s) = st.sessions.get_mut(&old.session) {
+                    Some((old_session, old_outbox)) => {
+                        if let Some(s) = st.sessions.get_mut(&old_session) {
                             s.login = None;
                             s.server_params = None;
                         }
-                        old.outbox.event(&Event::Logout {
+                        old_outbox.event(&Event::Logout {
                             reason: logout_reason::DUPLICATE_LOGIN,
                         });
                     }
@@ -555,9 +638,34 @@ impl Hub {
             me.outbox.event(&Event::LoginResult {
                 uid: uid.to_owned(),
                 error_code: result,
+                stream: opened.state,
             });
+            opened.replay(&*me.outbox);
         }
         result
+    }
+
+    /// The stream of a login or membership being made, as its answer states it, and what a
+    /// resume replays after the answer.
+    fn open(&self, stream: &mut Stream, resume: Option<StreamPos>, now: Timestamp) -> Opened {
+        if !self.window.enabled() {
+            return Opened::default();
+        }
+        let head = stream.head();
+        let (recovered, replay) = match resume.map(|from| stream.resume(from, now, &self.window)) {
+            None => (None, Vec::new()),
+            Some(Resumed::Gap) => (Some(false), Vec::new()),
+            Some(Resumed::Replay(v)) => (Some(true), v),
+        };
+        Opened {
+            state: Some(StreamState {
+                epoch: head.epoch,
+                position: head.position,
+                recovered,
+                replayed: replay.len() as u64,
+            }),
+            replay,
+        }
     }
 
     /// `logout()`: ends the connection's login, if any, and answers `onLogout(LOGOUT)`.
@@ -592,12 +700,14 @@ impl Hub {
         token: &str,
         now: Timestamp,
     ) -> i32 {
-        let checked = self.prepare_join(app, session, room, uid, token, now);
+        let checked = self.prepare_join(app, session, room, uid, token, None, now);
         self.commit_join(app, session, room, uid, checked, Claim::default(), &[], now)
     }
 
     /// The checks of a join that need no cluster: the ids, the token (signature, app, user, room,
     /// expiry), and that the connection has not joined the room already. Answers nothing.
+    /// `resume`: as for [`Hub::prepare_login`], for the membership's stream.
+    #[allow(clippy::too_many_arguments)]
     pub fn prepare_join(
         &self,
         app: &str,
@@ -605,6 +715,7 @@ impl Hub {
         room: &str,
         uid: &str,
         token: &str,
+        resume: Option<StreamPos>,
         now: Timestamp,
     ) -> Result<JoinTicket, i32> {
         let hub = self.apps.get(app).ok_or(room_state::JOIN_ROOM_FAILED)?;
@@ -626,6 +737,7 @@ impl Hub {
                 room: r,
                 uid: u,
                 expires_at,
+                resume,
             }),
         }
     }
@@ -664,28 +776,54 @@ impl Hub {
                 room: r,
                 uid: u,
                 expires_at,
+                resume,
             }) => {
+                let held = match st.held_members.get_mut(&r) {
+                    Some(held) => {
+                        let h = held.remove(&u);
+                        if held.is_empty() {
+                            st.held_members.remove(&r);
+                        }
+                        take_held(h, now, &self.window)
+                    }
+                    None => None,
+                };
                 let members = st.rooms.entry(r.clone()).or_default();
+                let (replaced, mut stream) = match members.remove(&u) {
+                    Some(Member {
+                        session,
+                        outbox,
+                        stream,
+                        ..
+                    }) => (Some((session, outbox)), stream),
+                    None => (None, held.unwrap_or_else(|| self.new_stream())),
+                };
+                let opened = self.open(&mut stream, resume, now);
                 let member = Member {
                     session,
                     outbox: outbox.clone(),
                     since: now,
                     version: claim.version,
+                    stream,
                 };
-                let replaced = members.insert(u.clone(), member);
-                if let Some(old) = &replaced {
-                    old.outbox.event(&Event::RoomStateChanged {
+                members.insert(u.clone(), member);
+                if let Some((_, old_outbox)) = &replaced {
+                    old_outbox.event(&Event::RoomStateChanged {
                         room_id: r.to_string(),
                         uid: u.to_string(),
                         state: room_state::DUPLICATE_LOGIN,
+                        stream: None,
                     });
                 }
-                // Answer first, then the presence: the joiner learns it is in before who is.
+                // Answer first, then what it missed, then the presence: the joiner learns it is
+                // in before who is.
                 outbox.event(&Event::RoomStateChanged {
                     room_id: room.to_owned(),
                     uid: uid.to_owned(),
                     state: room_state::JOINED,
+                    stream: opened.state,
                 });
+                opened.replay(&*outbox);
                 // A membership taken over keeps the user id in the room: nobody else sees a change.
                 let news = replaced.is_none() && !claim.took_over;
                 if news {
@@ -714,8 +852,8 @@ impl Hub {
                         });
                     }
                 }
-                if let Some(old) = replaced {
-                    if let Some(s) = st.sessions.get_mut(&old.session) {
+                if let Some((old_session, _)) = replaced {
+                    if let Some(s) = st.sessions.get_mut(&old_session) {
                         s.rooms.remove(&r);
                     }
                 }
@@ -734,6 +872,7 @@ impl Hub {
             room_id: room.to_owned(),
             uid: uid.to_owned(),
             state: result,
+            stream: None,
         });
         result
     }
@@ -775,7 +914,7 @@ impl Hub {
             .check(now)
             .map_err(SendError::RateLimited)?;
         let delivery = delivery_of(req);
-        let st = hub.state.lock();
+        let mut st = hub.state.lock();
         let from_online = match &req.target {
             Target::User(_) => st.logins.contains_key(&req.from),
             Target::RoomUsers(room, _) | Target::Room(room) => st
@@ -786,13 +925,7 @@ impl Hub {
         if from_online {
             return Err(SendError::FromIsOnlineUser);
         }
-        Ok(deliver_locked(
-            &st,
-            &delivery,
-            recipients_of(req),
-            now,
-            observe,
-        ))
+        Ok(self.deliver_locked(&mut st, &delivery, recipients_of(req), now, observe))
     }
 
     /// Queues an admitted message on the connections of its recipients held here; recipients not
@@ -808,8 +941,8 @@ impl Hub {
         let Some(hub) = self.apps.get(app) else {
             return Summary::default();
         };
-        let st = hub.state.lock();
-        deliver_locked(&st, delivery, to, accepted, observe)
+        let mut st = hub.state.lock();
+        self.deliver_locked(&mut st, delivery, to, accepted, observe)
     }
 
     /// Who is where, per app, for the console. Costs a scan of each app's state under its lock:
@@ -858,6 +991,12 @@ impl Hub {
             s.logins += st.logins.len() as u64;
             s.rooms += st.rooms.len() as u64;
             s.room_members += st.rooms.values().map(|m| m.len() as u64).sum::<u64>();
+            s.held_streams += st.held_logins.len() as u64;
+            s.held_streams += st
+                .held_members
+                .values()
+                .map(|m| m.len() as u64)
+                .sum::<u64>();
         }
         s
     }
@@ -879,6 +1018,9 @@ impl Hub {
                 self.hooks
                     .user_logout(&hub.spec.app_id, uid, why, m.since, now);
                 self.directory.login_ended(&hub.spec.app_id, uid, m.version);
+                if let Some(held) = self.hold(m.stream, why, now) {
+                    st.held_logins.insert(uid.clone(), held);
+                }
             }
         }
     }
@@ -927,6 +1069,32 @@ impl Hub {
         if members.is_empty() {
             st.rooms.remove(room);
         }
+        if let Some(held) = self.hold(gone.stream, why, now) {
+            let room = st.held_members.entry(room.clone()).or_default();
+            room.insert(uid.clone(), held);
+        }
+    }
+
+    /// The stream of a login or membership that ended, if it is to be held for recovery: only
+    /// when its connection was lost (a user who left, was kicked or whose token expired has
+    /// nothing to come back to).
+    fn hold(&self, stream: Stream, why: Departure, now: Timestamp) -> Option<Held> {
+        (self.window.enabled() && why == Departure::ConnectionLost)
+            .then_some(Held { stream, since: now })
+    }
+
+    /// Forgets the streams held longer than the window (the edge calls this about once a
+    /// second; a held stream past the window takes no message even before).
+    pub fn expire_streams(&self, now: Timestamp) {
+        let w = &self.window;
+        for hub in self.apps.values() {
+            let mut st = hub.state.lock();
+            st.held_logins.retain(|_, h| !h.expired(now, w));
+            st.held_members.retain(|_, m| {
+                m.retain(|_, h| !h.expired(now, w));
+                !m.is_empty()
+            });
+        }
     }
 
     /// `KickUser`: removes `uid` from `room`. The kicked connection gets
@@ -937,26 +1105,20 @@ impl Hub {
             return false;
         };
         let mut st = hub.state.lock();
-        let Some(member) = st.rooms.get(room).and_then(|m| m.get(uid)).cloned() else {
+        let Some(member) = st.rooms.get(room).and_then(|m| m.get(uid)) else {
             return false;
         };
-        if let Some(s) = st.sessions.get_mut(&member.session) {
+        let (session, outbox) = (member.session, member.outbox.clone());
+        if let Some(s) = st.sessions.get_mut(&session) {
             s.rooms.remove(room);
         }
-        member.outbox.event(&Event::RoomStateChanged {
+        outbox.event(&Event::RoomStateChanged {
             room_id: room.to_string(),
             uid: uid.to_string(),
             state: room_state::KICKED_OUT,
+            stream: None,
         });
-        self.end_membership(
-            hub,
-            &mut st,
-            room,
-            uid,
-            member.session,
-            Departure::Kicked,
-            now,
-        );
+        self.end_membership(hub, &mut st, room, uid, session, Departure::Kicked, now);
         true
     }
 
@@ -1107,9 +1269,17 @@ impl Hub {
             };
             match (op, &room) {
                 (SendOp::Server, _) => Ok(()),
-                (SendOp::UserOutsideRoom, _) => match st.logins.get(send.to.as_str()) {
-                    Some(to) => {
-                        offer_result(to.outbox.message(&delivery(MessageKind::OutsideRoom), now))
+                (SendOp::UserOutsideRoom, _) => match st.logins.get_mut(send.to.as_str()) {
+                    Some(to) => offer_result(to.offer(
+                        &delivery(MessageKind::OutsideRoom),
+                        now,
+                        &self.window,
+                    )),
+                    None if self.keep_held(&mut st.held_logins, &send.to, now, || {
+                        delivery(MessageKind::OutsideRoom)
+                    }) =>
+                    {
+                        Ok(())
                     }
                     None => elsewhere(
                         delivery(MessageKind::OutsideRoom),
@@ -1117,9 +1287,22 @@ impl Hub {
                     ),
                 },
                 (SendOp::UserInRoom, Some(r)) => {
-                    match st.rooms.get(r).and_then(|m| m.get(send.to.as_str())) {
-                        Some(to) => {
-                            offer_result(to.outbox.message(&delivery(MessageKind::RoomUser), now))
+                    let held = st.held_members.get_mut(r);
+                    match st
+                        .rooms
+                        .get_mut(r)
+                        .and_then(|m| m.get_mut(send.to.as_str()))
+                    {
+                        Some(to) => offer_result(to.offer(
+                            &delivery(MessageKind::RoomUser),
+                            now,
+                            &self.window,
+                        )),
+                        None if held.is_some_and(|held| {
+                            self.keep_held(held, &send.to, now, || delivery(MessageKind::RoomUser))
+                        }) =>
+                        {
+                            Ok(())
                         }
                         None => {
                             elsewhere(delivery(MessageKind::RoomUser), UserId::new(&send.to).ok())
@@ -1128,9 +1311,17 @@ impl Hub {
                 }
                 (SendOp::Room, Some(r)) => {
                     let d = delivery(MessageKind::RoomBroadcast);
-                    let members = st.rooms.get(r).into_iter().flatten();
+                    let members = st.rooms.get_mut(r).into_iter().flatten();
                     for (_, m) in members.filter(|(uid, _)| **uid != from) {
-                        m.outbox.message(&d, now);
+                        m.offer(&d, now, &self.window);
+                    }
+                    if !self.clustered {
+                        let held = st.held_members.get_mut(r).into_iter().flatten();
+                        for (_, h) in held.filter(|(uid, _)| **uid != from) {
+                            if !h.expired(now, &self.window) {
+                                h.stream.append(&d, now, &self.window);
+                            }
+                        }
                     }
                     if self.clustered {
                         elsewhere(d, None)?;
@@ -1252,6 +1443,7 @@ impl Hub {
                 room_id: room.to_owned(),
                 uid: String::new(),
                 state: room_state::UPDATE_TOKEN_WITH_INVALID_TOKEN,
+                stream: None,
             });
             return;
         };
@@ -1266,6 +1458,7 @@ impl Hub {
                     room_id: room.to_owned(),
                     uid: uid.to_owned(),
                     state: room_state::UPDATE_TOKEN_WITH_INVALID_TOKEN,
+                    stream: None,
                 });
             }
         }
@@ -1324,6 +1517,7 @@ impl Hub {
                 room_id: room.to_string(),
                 uid: j.uid.to_string(),
                 state: room_state::TOKEN_EXPIRED,
+                stream: None,
             });
             self.end_membership(
                 hub,
@@ -1387,50 +1581,135 @@ pub fn delivery_of(req: &SendRequest) -> Delivery {
     )
 }
 
-fn deliver_locked(
-    st: &AppState,
-    delivery: &Delivery,
-    to: Recipients<'_>,
-    accepted: Timestamp,
-    mut observe: impl FnMut(&UserId, Outcome, Option<Receipt<'_>>),
-) -> Summary {
-    let mut summary = Summary::default();
-    // `absent`: the outcome when the recipient is not held here.
-    let mut record = |uid: &UserId, m: Option<&Member>, absent: Outcome| {
-        let (o, msgid) = match m.map(|m| m.outbox.message(delivery, accepted)) {
-            None => (absent, None),
-            Some(Offer::Queued(msgid)) => (Outcome::Queued, Some(msgid)),
-            Some(Offer::Overflow) => (Outcome::SlowConsumer, None),
-            Some(Offer::Closed) => (Outcome::NotOnline, None),
-        };
-        summary.add(o);
-        let receipt = m.zip(msgid).map(|(m, msgid)| Receipt {
-            outbox: &m.outbox,
-            msgid,
-        });
-        observe(uid, o, receipt);
-    };
-    match to {
-        Recipients::Logins(uids) => {
-            for uid in uids {
-                record(uid, st.logins.get(uid), Outcome::NotOnline);
+impl Hub {
+    /// Queues `delivery` on the connections of its recipients held here (each at the next
+    /// position of its stream); a recipient between connections whose stream is held gets it in
+    /// the stream (`Held`). Recipients not here are reported `NotOnline` / `NotInRoom`.
+    fn deliver_locked(
+        &self,
+        st: &mut AppState,
+        delivery: &Delivery,
+        to: Recipients<'_>,
+        accepted: Timestamp,
+        mut observe: impl FnMut(&UserId, Outcome, Option<Receipt<'_>>),
+    ) -> Summary {
+        let w = &self.window;
+        let mut summary = Summary::default();
+        // `absent`: the outcome when the recipient is neither connected nor held here.
+        let mut record =
+            |uid: &UserId, mut m: Option<&mut Member>, held: Option<&mut Held>, absent| {
+                let (o, msgid) = match m.as_deref_mut().map(|m| m.offer(delivery, accepted, w)) {
+                    Some(Offer::Queued(msgid)) => (Outcome::Queued, Some(msgid)),
+                    Some(Offer::Overflow) => (Outcome::SlowConsumer, None),
+                    Some(Offer::Closed) => (Outcome::NotOnline, None),
+                    None => match held {
+                        Some(h) if !h.expired(accepted, w) => {
+                            h.stream.append(delivery, accepted, w);
+                            (Outcome::Held, None)
+                        }
+                        _ => (absent, None),
+                    },
+                };
+                summary.add(o);
+                let receipt = m.zip(msgid).map(|(m, msgid)| Receipt {
+                    outbox: &m.outbox,
+                    msgid,
+                });
+                observe(uid, o, receipt);
+            };
+        let AppState {
+            logins,
+            rooms,
+            held_logins,
+            held_members,
+            ..
+        } = st;
+        match to {
+            Recipients::Logins(uids) => {
+                for uid in uids {
+                    let m = logins.get_mut(uid);
+                    let held = if m.is_none() {
+                        held_logins.get_mut(uid)
+                    } else {
+                        None
+                    };
+                    record(uid, m, held, Outcome::NotOnline);
+                }
             }
-        }
-        Recipients::Members(room, uids) => {
-            let members = st.rooms.get(room);
-            for uid in uids {
-                record(uid, members.and_then(|m| m.get(uid)), Outcome::NotInRoom);
+            Recipients::Members(room, uids) => {
+                let mut members = rooms.get_mut(room);
+                let mut held = held_members.get_mut(room);
+                for uid in uids {
+                    let m = members.as_mut().and_then(|m| m.get_mut(uid));
+                    let h = match (&m, held.as_mut()) {
+                        (None, Some(held)) => held.get_mut(uid),
+                        _ => None,
+                    };
+                    record(uid, m, h, Outcome::NotInRoom);
+                }
             }
-        }
-        Recipients::Room(room, except) => {
-            for (uid, m) in st.rooms.get(room).into_iter().flatten() {
-                if except != Some(uid.as_str()) {
-                    record(uid, Some(m), Outcome::NotInRoom);
+            Recipients::Room(room, except) => {
+                for (uid, m) in rooms.get_mut(room).into_iter().flatten() {
+                    if except != Some(uid.as_str()) {
+                        record(uid, Some(m), None, Outcome::NotInRoom);
+                    }
+                }
+                // In a cluster the room's other members may be held by another node now: only a
+                // single node knows that a held stream is still the member's.
+                if !self.clustered {
+                    for (uid, h) in held_members.get_mut(room).into_iter().flatten() {
+                        if except != Some(uid.as_str()) && !h.expired(accepted, w) {
+                            record(uid, None, Some(h), Outcome::NotInRoom);
+                        }
+                    }
                 }
             }
         }
+        summary
     }
-    summary
+
+    /// A client's message to a user between connections (single node, recovery on): kept in
+    /// the user's held stream, if it is held. Returns whether it was.
+    fn keep_held(
+        &self,
+        held: &mut HashMap<UserId, Held>,
+        uid: &str,
+        now: Timestamp,
+        delivery: impl FnOnce() -> Delivery,
+    ) -> bool {
+        if self.clustered {
+            return false;
+        }
+        match held.get_mut(uid) {
+            Some(h) if !h.expired(now, &self.window) => {
+                h.stream.append(&delivery(), now, &self.window);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A held stream taken back by a new login or membership, unless it has expired.
+fn take_held(held: Option<Held>, now: Timestamp, w: &Window) -> Option<Stream> {
+    held.filter(|h| !h.expired(now, w)).map(|h| h.stream)
+}
+
+/// A stream being opened for a login or membership: what its answer says, and the messages a
+/// resume replays right after the answer.
+#[derive(Default)]
+struct Opened {
+    state: Option<StreamState>,
+    replay: Vec<(StreamPos, Delivery, Timestamp)>,
+}
+
+impl Opened {
+    /// Queues the replayed messages, at their positions, on the connection that resumed.
+    fn replay(self, outbox: &dyn Outbox) {
+        for (pos, delivery, accepted) in self.replay {
+            outbox.message(&delivery, Some(pos), accepted);
+        }
+    }
 }
 
 /// A login or membership held here, as the cluster should know it (for re-registering after the
@@ -1588,6 +1867,7 @@ impl Hub {
             room_id: room.to_owned(),
             uid: u.to_string(),
             state: room_state::DUPLICATE_LOGIN,
+            stream: None,
         });
     }
 

@@ -19,4 +19,5 @@ pub mod apps;
 pub mod hub;
 pub mod rate;
 pub mod relay;
+pub mod stream;
 pub mod time;

@@ -157,6 +157,7 @@ fn outcome_letter(o: Outcome) -> char {
         Outcome::NotInRoom => 'R',
         Outcome::SlowConsumer => 'S',
         Outcome::Forwarded => 'F',
+        Outcome::Held => 'H',
     }
 }
 
@@ -168,6 +169,7 @@ fn letter_outcome(c: u8) -> Result<Outcome, Malformed> {
         b'R' => Outcome::NotInRoom,
         b'S' => Outcome::SlowConsumer,
         b'F' => Outcome::Forwarded,
+        b'H' => Outcome::Held,
         _ => return Err(Malformed("unknown outcome")),
     })
 }

@@ -7,7 +7,7 @@ use herald_core::apps::{AppSpec, Registry};
 use herald_core::hub::{ClientSent, Hub, Offer, Outbox, Outcome, SendError, SessionId, Summary};
 use herald_core::time::Timestamp;
 use herald_proto::client::{
-    room_state, Delivery, Event, MessageKind, ReceivedMessage, SendFrame, SendOp,
+    room_state, Delivery, Event, MessageKind, ReceivedMessage, SendFrame, SendOp, StreamPos,
 };
 use herald_proto::ids::{AppId, RoomId, UserId};
 use herald_proto::openapi::{SendRequest, Target};
@@ -36,7 +36,7 @@ enum Frame {
 }
 
 impl Outbox for Recorder {
-    fn message(&self, d: &Delivery, _accepted: Timestamp) -> Offer {
+    fn message(&self, d: &Delivery, pos: Option<StreamPos>, _accepted: Timestamp) -> Offer {
         let mut frames = self.frames.lock();
         if self.capacity.is_some_and(|c| frames.len() >= c) {
             return Offer::Overflow;
@@ -47,7 +47,7 @@ impl Outbox for Recorder {
             .count() as u64
             + 1;
         let mut buf = BytesMut::new();
-        d.put_prefix(msgid, &mut buf);
+        d.put_prefix(msgid, pos, &mut buf);
         buf.extend_from_slice(d.body());
         frames.push(Frame::Message(
             ReceivedMessage::decode(buf.freeze()).unwrap(),
@@ -179,7 +179,8 @@ fn login_results_carry_the_vendor_codes() {
         events[7],
         Frame::Event(Event::LoginResult {
             uid: "u1".into(),
-            error_code: 0
+            error_code: 0,
+            stream: None
         })
     );
     assert_eq!(hub.stats().logins, 1);
@@ -350,7 +351,8 @@ fn join_failures_and_duplicate_joins() {
         vec![Frame::Event(Event::RoomStateChanged {
             room_id: "r1".into(),
             uid: "u1".into(),
-            state: -1004
+            state: -1004,
+            stream: None
         })]
     );
     hub.send(&req(Target::Room(room("r1")), "m"), now(), |_, _, _| {})
@@ -667,6 +669,7 @@ fn members_see_each_other_come_and_go_and_hooks_hear_it() {
         room_id: "r".into(),
         uid: uid.into(),
         state,
+        stream: None,
     };
     assert_eq!(events(&a_rec), vec![state("a", 0), joined("b")]);
     assert_eq!(events(&b_rec), vec![state("b", 0), joined("a")]);
@@ -850,6 +853,7 @@ fn room_tokens_warn_renew_and_expire() {
         room_id: room.into(),
         uid: uid.into(),
         state: -1010,
+        stream: None,
     };
     assert_eq!(events(&a_rec), vec![bad("a", "r"), bad("", "elsewhere")]);
     let later = NOW as u32 + 3600;
@@ -874,7 +878,8 @@ fn room_tokens_warn_renew_and_expire() {
         vec![Event::RoomStateChanged {
             room_id: "r".into(),
             uid: "a".into(),
-            state: -1009
+            state: -1009,
+            stream: None
         }]
     );
     assert_eq!(

@@ -153,6 +153,10 @@ pub enum Call {
         token: String,
         /// The user id.
         uid: String,
+        /// Resume the login's stream after this position: the messages missed since are
+        /// replayed before anything new (Herald's extension; see `docs/delivery.md`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<StreamPos>,
     },
     /// Log out. Answered by `onLogout` with reason 0.
     #[serde(rename = "logout")]
@@ -167,6 +171,9 @@ pub enum Call {
         uid: String,
         /// A `001` token for that room (or `*`) and user.
         token: String,
+        /// Resume the membership's stream after this position (Herald's extension).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<StreamPos>,
     },
     /// Leave a room. Answered by `onLeaveRoom`.
     #[serde(rename = "leaveRoom")]
@@ -200,6 +207,35 @@ pub enum Call {
         /// The business server's URL; must match the app's allow-list.
         url: String,
     },
+}
+
+/// A place in one user's stream: the stream's epoch and a message's position in it. Each login
+/// and each room membership has its own stream; positions increase by one per message, from 1,
+/// for as long as the epoch stays the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPos {
+    /// Names one life of the stream: positions of different epochs are unrelated.
+    pub epoch: u64,
+    /// A message's position (0: before the first).
+    pub position: u64,
+}
+
+/// A stream as a login or join answer describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// The stream's epoch.
+    pub epoch: u64,
+    /// The position of the last message in the stream (0: none yet). Once the replayed
+    /// messages (if any) have arrived, the client has everything up to here.
+    pub position: u64,
+    /// Only when the call asked to resume: whether every message after the given position is
+    /// being replayed. `false`: some could not be (another epoch, or older than the window); the
+    /// app should fetch its state afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// How many messages are replayed right after this answer.
+    #[serde(default)]
+    pub replayed: u64,
 }
 
 /// Why a text frame is not a call.
@@ -250,6 +286,9 @@ pub enum Event {
         /// A `LoginErrorCode`.
         #[serde(rename = "errorCode")]
         error_code: i32,
+        /// On success with recovery on: the login's stream (Herald's extension).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<StreamState>,
     },
     /// The login ended.
     #[serde(rename = "onLogout")]
@@ -267,6 +306,9 @@ pub enum Event {
         uid: String,
         /// 0, or a vendor `ErrorCode`.
         state: i32,
+        /// On joining with recovery on: the membership's stream (Herald's extension).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<StreamState>,
     },
     /// A call could not be acted on (see [`error_code`]).
     #[serde(rename = "onError")]
@@ -388,10 +430,16 @@ pub mod flags {
     pub const ROOM: u8 = 0b0000_0010;
     /// The message went to the whole room (`SendBroadcast`), not to chosen members.
     pub const BROADCAST: u8 = 0b0000_0100;
+    /// The prefix carries the message's place in the recipient's stream (epoch and position,
+    /// u64 LE each) after the msgid. Set per recipient, never in a [`super::Delivery`]'s own flags.
+    pub const STREAM: u8 = 0b0000_1000;
 }
 
 /// Length of the per-connection prefix of a message frame: type, flags, msgid (u64 LE).
 pub const PREFIX_LEN: usize = 10;
+
+/// Length of the prefix of a message frame that carries a stream position ([`flags::STREAM`]).
+pub const STREAM_PREFIX_LEN: usize = PREFIX_LEN + 16;
 
 /// Which vendor callback a message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,16 +506,32 @@ impl Delivery {
         &self.body
     }
 
-    /// Length of the whole frame payload for one recipient.
-    pub fn frame_len(&self) -> usize {
-        PREFIX_LEN + self.body.len()
+    /// Length of the whole frame payload for one recipient, with or without a stream position.
+    pub fn frame_len(&self, pos: Option<StreamPos>) -> usize {
+        let prefix = if pos.is_some() {
+            STREAM_PREFIX_LEN
+        } else {
+            PREFIX_LEN
+        };
+        prefix + self.body.len()
     }
 
-    /// Writes the per-connection prefix for `msgid`.
-    pub fn put_prefix(&self, msgid: u64, out: &mut BytesMut) {
+    /// Writes the per-connection prefix for `msgid` and, if the recipient has a stream, the
+    /// message's place in it.
+    pub fn put_prefix(&self, msgid: u64, pos: Option<StreamPos>, out: &mut BytesMut) {
         out.put_u8(FRAME_MESSAGE);
-        out.put_u8(self.flags);
-        out.put_u64_le(msgid);
+        match pos {
+            None => {
+                out.put_u8(self.flags);
+                out.put_u64_le(msgid);
+            }
+            Some(p) => {
+                out.put_u8(self.flags | flags::STREAM);
+                out.put_u64_le(msgid);
+                out.put_u64_le(p.epoch);
+                out.put_u64_le(p.position);
+            }
+        }
     }
 }
 
@@ -478,6 +542,8 @@ pub struct ReceivedMessage {
     pub kind: MessageKind,
     /// Increases by one per message on this connection, from 1.
     pub msgid: u64,
+    /// The message's place in the recipient's stream (when the server keeps one).
+    pub pos: Option<StreamPos>,
     /// The sender's id.
     pub uid: String,
     /// The room, for room messages.
@@ -515,15 +581,27 @@ impl ReceivedMessage {
             return Err(FrameError::UnknownType(frame[0]));
         }
         let f = frame[1];
-        if f & !(flags::BINARY | flags::ROOM | flags::BROADCAST) != 0
+        if f & !(flags::BINARY | flags::ROOM | flags::BROADCAST | flags::STREAM) != 0
             || (f & flags::BROADCAST != 0 && f & flags::ROOM == 0)
         {
             return Err(FrameError::BadFlags(f));
         }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&frame[2..10]);
-        let msgid = u64::from_le_bytes(id);
-        let mut at = PREFIX_LEN;
+        let u64_at = |at: usize| -> Result<u64, FrameError> {
+            let b = frame.get(at..at + 8).ok_or(FrameError::Truncated)?;
+            let mut v = [0u8; 8];
+            v.copy_from_slice(b);
+            Ok(u64::from_le_bytes(v))
+        };
+        let msgid = u64_at(2)?;
+        let (pos, mut at) = if f & flags::STREAM != 0 {
+            let pos = StreamPos {
+                epoch: u64_at(PREFIX_LEN)?,
+                position: u64_at(PREFIX_LEN + 8)?,
+            };
+            (Some(pos), STREAM_PREFIX_LEN)
+        } else {
+            (None, PREFIX_LEN)
+        };
         let mut take_str = |frame: &Bytes| -> Result<String, FrameError> {
             let len = *frame.get(at).ok_or(FrameError::Truncated)? as usize;
             let s = frame
@@ -547,6 +625,7 @@ impl ReceivedMessage {
         Ok(ReceivedMessage {
             kind,
             msgid,
+            pos,
             uid,
             room_id: (f & flags::ROOM != 0).then_some(room),
             binary,
@@ -673,9 +752,32 @@ mod tests {
             c,
             Call::Login {
                 token: "t".into(),
-                uid: "u1".into()
+                uid: "u1".into(),
+                resume: None,
             }
         );
+        let c: Call = serde_json::from_str(
+            r#"{"call":"login","token":"t","uid":"u1","resume":{"epoch":7,"position":12}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Call::Login {
+                token: "t".into(),
+                uid: "u1".into(),
+                resume: Some(StreamPos {
+                    epoch: 7,
+                    position: 12
+                }),
+            }
+        );
+        for bad in [
+            r#"{"call":"login","token":"t","uid":"u1","resume":{"epoch":7}}"#,
+            r#"{"call":"login","token":"t","uid":"u1","resume":{"epoch":-1,"position":1}}"#,
+            r#"{"call":"login","token":"t","uid":"u1","resume":7}"#,
+        ] {
+            assert!(Call::decode(bad.as_bytes()).is_err(), "{bad}");
+        }
         let c: Call =
             serde_json::from_str(r#"{"call":"joinRoom","roomId":"r1","uid":"u1","token":"t"}"#)
                 .unwrap();
@@ -684,7 +786,8 @@ mod tests {
             Call::JoinRoom {
                 room_id: "r1".into(),
                 uid: "u1".into(),
-                token: "t".into()
+                token: "t".into(),
+                resume: None,
             }
         );
         assert_eq!(
@@ -706,17 +809,35 @@ mod tests {
             Call::decode(br#" {"call":"login","token":"t","uid":"u1"}"#).unwrap(),
             Call::Login {
                 token: "t".into(),
-                uid: "u1".into()
+                uid: "u1".into(),
+                resume: None,
             }
         );
         let e = Event::LoginResult {
             uid: "u1".into(),
             error_code: -1000,
+            stream: None,
         };
         assert_eq!(
             e.to_json(),
             r#"{"event":"onLoginResult","uid":"u1","errorCode":-1000}"#
         );
+        let e = Event::LoginResult {
+            uid: "u1".into(),
+            error_code: 0,
+            stream: Some(StreamState {
+                epoch: 5,
+                position: 9,
+                recovered: Some(true),
+                replayed: 2,
+            }),
+        };
+        let json = e.to_json();
+        assert_eq!(
+            json,
+            r#"{"event":"onLoginResult","uid":"u1","errorCode":0,"stream":{"epoch":5,"position":9,"recovered":true,"replayed":2}}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
     }
 
     #[test]
@@ -726,15 +847,27 @@ mod tests {
             (MessageKind::RoomUser, Some("r1")),
             (MessageKind::RoomBroadcast, Some("r1")),
         ] {
-            for binary in [false, true] {
+            let stamps = [
+                None,
+                Some(StreamPos {
+                    epoch: u64::MAX,
+                    position: 3,
+                }),
+            ];
+            for (binary, pos) in [false, true]
+                .into_iter()
+                .zip(stamps)
+                .chain([(false, stamps[1])])
+            {
                 let d = Delivery::encode(kind, "bot", room, binary, b"hello");
                 let mut frame = BytesMut::new();
-                d.put_prefix(42, &mut frame);
+                d.put_prefix(42, pos, &mut frame);
                 frame.extend_from_slice(d.body());
-                assert_eq!(frame.len(), d.frame_len());
+                assert_eq!(frame.len(), d.frame_len(pos));
                 let m = ReceivedMessage::decode(frame.freeze()).unwrap();
                 assert_eq!(m.kind, kind);
                 assert_eq!(m.msgid, 42);
+                assert_eq!(m.pos, pos);
                 assert_eq!(m.uid, "bot");
                 assert_eq!(m.room_id.as_deref(), room);
                 assert_eq!(m.binary, binary);
@@ -792,7 +925,11 @@ mod tests {
     fn bad_frames_are_errors_not_panics() {
         let d = Delivery::encode(MessageKind::RoomUser, "bot", Some("room"), false, b"x");
         let mut frame = BytesMut::new();
-        d.put_prefix(1, &mut frame);
+        let pos = StreamPos {
+            epoch: 1,
+            position: 2,
+        };
+        d.put_prefix(1, Some(pos), &mut frame);
         frame.extend_from_slice(d.body());
         let frame = frame.freeze();
         for cut in 0..frame.len() - 1 {

@@ -713,6 +713,10 @@ pub struct DeliveryReport {
     /// The recipient's queue was full: the message was dropped and the connection is being cut
     /// off (close 4001).
     pub slow_consumer: Vec<String>,
+    /// Not connected, but between connections with its stream held for recovery: the message
+    /// is kept and replayed if the user resumes within the window.
+    #[serde(default)]
+    pub held: Vec<String>,
     /// Held by another node of a cluster that did not report in time.
     pub unknown: Vec<String>,
     /// Nodes that held recipients and did not report in time (for a broadcast, their members
@@ -729,6 +733,7 @@ impl DeliveryReport {
             .chain(&self.not_online)
             .chain(&self.not_in_room)
             .chain(&self.slow_consumer)
+            .chain(&self.held)
             .chain(&self.unknown)
     }
 
@@ -745,6 +750,7 @@ impl DeliveryReport {
             &mut self.not_online,
             &mut self.not_in_room,
             &mut self.slow_consumer,
+            &mut self.held,
             &mut self.unknown,
         ] {
             list.sort_unstable();

@@ -80,6 +80,53 @@ pub struct Config {
     /// `[tls]`: the port speaks TLS only (HTTPS and WSS). Without it, plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// `[recovery]`: how much of each user's stream is kept for a client that reconnects.
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
+}
+
+/// `[recovery]`: recovery after a reconnect (docs/delivery.md). Every login and room membership
+/// has a stream of the messages it received; the last of them are kept so that a client that
+/// reconnects and resumes gets what it missed, and a stream outlives a lost connection by
+/// `window_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Messages kept per stream. Default 1,000; 0 turns recovery off (no positions in message
+    /// frames); at most 100,000.
+    #[serde(default = "default_window_messages")]
+    pub window_messages: usize,
+    /// Messages older than this are forgotten, and so is a stream whose user has had no
+    /// connection for this long. Default 60,000 ms; 1,000 to 3,600,000.
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            window_messages: default_window_messages(),
+            window_ms: default_window_ms(),
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// The window as the hub applies it.
+    pub fn window(&self) -> herald_core::stream::Window {
+        herald_core::stream::Window {
+            messages: self.window_messages,
+            max_age_us: self.window_ms.saturating_mul(1_000),
+        }
+    }
+}
+
+fn default_window_messages() -> usize {
+    1_000
+}
+
+fn default_window_ms() -> u64 {
+    60_000
 }
 
 /// `[tls]`: the certificate the port presents (docs/tls.md). The files are read once, when the
@@ -351,6 +398,7 @@ impl Config {
             admin_token: None,
             gateway: GatewayConfig::default(),
             limits: LimitsConfig::default(),
+            recovery: RecoveryConfig::default(),
             apps: vec![AppConfig {
                 app_id: dev::APP_ID.into(),
                 app_key: dev::APP_KEY.into(),
@@ -393,6 +441,13 @@ impl Config {
         }
         if self.apps.is_empty() {
             return bad("at least one [[apps]] entry is needed".into());
+        }
+        let r = &self.recovery;
+        if r.window_messages > 100_000 {
+            return bad("recovery.window_messages must be at most 100000".into());
+        }
+        if !(1_000..=3_600_000).contains(&r.window_ms) {
+            return bad("recovery.window_ms must be between 1000 and 3600000".into());
         }
         if let Some(c) = &self.cluster {
             if !c.redis.starts_with("redis://") {

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use herald_core::hub::SessionId;
-use herald_core::hub::{ClientSent, ServerParams};
+use herald_core::hub::{Claim, ClientSent, ServerParams};
 use herald_core::time::Timestamp;
 use herald_proto::client::{
     close_code, error_code, room_send_result, send_result, Call, Event, SendFrame, SendOp,
@@ -390,10 +390,13 @@ async fn handle_call(
     let now = shared.clock.now();
     let hub = &shared.hub;
     match call {
-        Call::Login { token, uid } => {
+        Call::Login { token, uid, resume } => {
             let code = match &shared.cluster {
-                None => hub.login(app, session, &uid, &token, now),
-                Some(c) => c.login(hub, app, session, &uid, &token, now).await,
+                None => {
+                    let checked = hub.prepare_login(app, session, &uid, &token, resume, now);
+                    hub.commit_login(app, session, &uid, checked, Claim::default(), now)
+                }
+                Some(c) => c.login(hub, app, session, &uid, &token, resume, now).await,
             };
             if code == 0 {
                 shared.metrics.login();
@@ -404,13 +407,25 @@ async fn handle_call(
             room_id,
             uid,
             token,
+            resume,
         } => match &shared.cluster {
             None => {
-                hub.join_room(app, session, &room_id, &uid, &token, now);
+                let checked = hub.prepare_join(app, session, &room_id, &uid, &token, resume, now);
+                hub.commit_join(
+                    app,
+                    session,
+                    &room_id,
+                    &uid,
+                    checked,
+                    Claim::default(),
+                    &[],
+                    now,
+                );
             }
             Some(c) => {
                 let presence = shared.registry.app(app).is_some_and(|a| a.presence_events);
-                c.join(hub, app, session, &room_id, &uid, &token, presence, now)
+                let (room, token) = (room_id.as_str(), token.as_str());
+                c.join(hub, app, session, room, &uid, token, resume, presence, now)
                     .await;
             }
         },
@@ -541,10 +556,11 @@ fn encode(item: Item, head: &mut BytesMut, chunks: &mut Vec<Bytes>, accepted: &m
         Item::Message {
             delivery,
             msgid,
+            pos,
             accepted: at,
         } => {
-            ws::encode_header(ws::OP_BINARY, delivery.frame_len(), head);
-            delivery.put_prefix(msgid, head);
+            ws::encode_header(ws::OP_BINARY, delivery.frame_len(pos), head);
+            delivery.put_prefix(msgid, pos, head);
             let body = delivery.body();
             if body.len() <= INLINE_BODY_MAX {
                 head.extend_from_slice(body);

@@ -182,7 +182,10 @@ impl Server {
                 (hub, Some(cluster))
             }
         };
-        let hub = Arc::new(hub);
+        // Epochs of streams start at a random point below 2^52, so a restarted node's streams are
+        // never mistaken for the ones it had (and stay exact as JSON numbers).
+        let epoch_seed = rand::random::<u64>() >> 12;
+        let hub = Arc::new(hub.with_recovery(config.recovery.window(), epoch_seed));
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -222,6 +225,9 @@ impl Server {
         });
         if let Some(c) = cluster {
             tokio::spawn(c.run(hub, clock, shared.shutdown.clone()));
+        }
+        if shared.config.recovery.window_messages > 0 {
+            tokio::spawn(expire_streams(shared.clone()));
         }
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Server {
@@ -401,4 +407,17 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
         .header(header::CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_default()
+}
+
+/// Forgets held streams once their window has passed, every second until shutdown.
+async fn expire_streams(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.hub.expire_streams(shared.clock.now()),
+            _ = shutdown.changed() => return,
+        }
+    }
 }

@@ -165,6 +165,11 @@ impl Metrics {
             "Room memberships.",
             stats.room_members,
         );
+        gauge(
+            "herald_held_streams",
+            "Streams of logins and memberships whose connection was lost, kept for recovery.",
+            stats.held_streams,
+        );
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = write!(
                 o,

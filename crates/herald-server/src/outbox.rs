@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use herald_core::hub::{Offer, Outbox};
 use herald_core::time::Timestamp;
-use herald_proto::client::{close_code, Delivery, Event};
+use herald_proto::client::{close_code, Delivery, Event, StreamPos};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -25,6 +25,8 @@ pub enum Item {
         delivery: Delivery,
         /// This connection's msgid for it.
         msgid: u64,
+        /// Its place in the recipient's stream (recovery on).
+        pos: Option<StreamPos>,
         /// When its API call was accepted.
         accepted: Timestamp,
     },
@@ -40,7 +42,7 @@ impl Item {
     fn cost(&self) -> usize {
         // Frame header and bookkeeping are counted too, so a flood of empty messages is bounded.
         32 + match self {
-            Item::Message { delivery, .. } => delivery.frame_len(),
+            Item::Message { delivery, pos, .. } => delivery.frame_len(*pos),
             Item::Text(b) | Item::Pong(b) => b.len(),
             Item::Ping => 0,
         }
@@ -201,10 +203,11 @@ impl ConnOutbox {
 }
 
 impl Outbox for ConnOutbox {
-    fn message(&self, delivery: &Delivery, accepted: Timestamp) -> Offer {
+    fn message(&self, delivery: &Delivery, pos: Option<StreamPos>, accepted: Timestamp) -> Offer {
         self.push(Item::Message {
             delivery: delivery.clone(),
             msgid: 0,
+            pos,
             accepted,
         })
     }

@@ -46,6 +46,7 @@ pub fn add(report: &mut Report, uid: String, outcome: Outcome) {
         Outcome::NotOnline => report.not_online.push(uid),
         Outcome::NotInRoom => report.not_in_room.push(uid),
         Outcome::SlowConsumer => report.slow_consumer.push(uid),
+        Outcome::Held => report.held.push(uid),
         // Forwarded recipients are reported by the node that holds them.
         Outcome::Forwarded => {}
     }
@@ -84,13 +85,14 @@ mod tests {
         add(&mut r, "c".into(), Outcome::NotOnline);
         add(&mut r, "d".into(), Outcome::SlowConsumer);
         add(&mut r, "e".into(), Outcome::Forwarded);
+        add(&mut r, "f".into(), Outcome::Held);
         r.sort();
-        assert_eq!(r.named().count(), 4);
+        assert_eq!(r.named().count(), 5);
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             serde_json::json!({
                 "Written": [], "Queued": ["a", "b"], "NotOnline": ["c"], "NotInRoom": [],
-                "SlowConsumer": ["d"], "Unknown": [], "NodesNotReporting": 0
+                "SlowConsumer": ["d"], "Held": ["f"], "Unknown": [], "NodesNotReporting": 0
             })
         );
     }

@@ -141,12 +141,24 @@ async fn call(engine: &Engine, line: &str) -> Result<Option<(&'static str, u64)>
 
 async fn run_call(engine: &Engine, call: &Call) -> Result<(), CallError> {
     match call {
-        Call::Login { token, uid } => engine.login(token, uid).await,
+        // A resume given on the line goes out as written.
+        Call::Login {
+            resume: Some(_), ..
+        }
+        | Call::JoinRoom {
+            resume: Some(_), ..
+        } => engine.send(call).await,
+        Call::Login {
+            token,
+            uid,
+            resume: None,
+        } => engine.login(token, uid).await,
         Call::Logout => engine.logout().await,
         Call::JoinRoom {
             room_id,
             uid,
             token,
+            resume: None,
         } => engine.join_room(room_id, uid, token).await,
         Call::LeaveRoom { room_id } => engine.leave_room(room_id).await,
         Call::GetPeerOnlineStatus { peer_user_id } => {

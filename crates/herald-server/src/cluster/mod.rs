@@ -26,7 +26,7 @@ use herald_core::hub::{
 use herald_core::rate::RetryAfter;
 use herald_core::relay::{self, NodeMessage, ReportTo};
 use herald_core::time::Timestamp;
-use herald_proto::client::user_leave_reason;
+use herald_proto::client::{user_leave_reason, StreamPos};
 use herald_proto::ids::{AppId, RoomId, UserId};
 use herald_proto::openapi::{SendRequest, Target};
 use parking_lot::Mutex;
@@ -905,6 +905,7 @@ impl Cluster {
     }
 
     /// A login, cluster-wide: see [`Hub::prepare_login`] and [`Hub::commit_login`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn login(
         &self,
         hub: &Hub,
@@ -912,11 +913,12 @@ impl Cluster {
         session: u64,
         uid: &str,
         token: &str,
+        resume: Option<StreamPos>,
         now: Timestamp,
     ) -> i32 {
-        let checked = hub.prepare_login(app, session, uid, token, now);
+        let checked = hub.prepare_login(app, session, uid, token, resume, now);
         let what = match (&checked, AppId::new(app)) {
-            (Ok(user), Ok(app_id)) => Some((app_id, Kind::Login, "", user.clone(), false)),
+            (Ok(t), Ok(app_id)) => Some((app_id, Kind::Login, "", t.uid.clone(), false)),
             _ => None,
         };
         match self.register(what).await {
@@ -939,10 +941,11 @@ impl Cluster {
         room: &str,
         uid: &str,
         token: &str,
+        resume: Option<StreamPos>,
         presence: bool,
         now: Timestamp,
     ) -> i32 {
-        let checked = hub.prepare_join(app, session, room, uid, token, now);
+        let checked = hub.prepare_join(app, session, room, uid, token, resume, now);
         let what = match (&checked, AppId::new(app)) {
             (Ok(t), Ok(app_id)) => Some((
                 app_id,
