@@ -144,6 +144,24 @@ export interface ConnectionStateChangedEvent {
   /** Why, for a person: the close code of a lost connection, and so on. */
   reason: string;
 }
+/**
+ * Herald's: how a login or join that resumed its stream after a reconnect went. The SDK resumes
+ * by itself; this comes right after that login's `onLoginResult` (or join's `onRoomStateChanged`)
+ * and before the `replayed` messages it missed, which arrive as the usual message callbacks.
+ */
+export interface RecoveryEvent {
+  /** The room of a membership's stream; '' for the login's. */
+  roomId: string;
+  userId: string;
+  /**
+   * true: every message missed while away is replayed, in order, with no duplicates. false: some
+   * could not be (the server no longer had them: away longer than its window, or the server
+   * restarted): fetch the app's state afresh.
+   */
+  recovered: boolean;
+  /** How many messages are replayed. */
+  replayed: number;
+}
 
 /** Every callback, by the vendor's name, with its payload. */
 export interface EngineEvents {
@@ -168,6 +186,7 @@ export interface EngineEvents {
   onServerParamsSetResult: ServerParamsSetResultEvent;
   onError: ErrorEvent;
   onConnectionStateChanged: ConnectionStateChangedEvent;
+  onRecovery: RecoveryEvent;
 }
 
 export type EventName = keyof EngineEvents;
@@ -195,7 +214,9 @@ export class HeraldError extends Error {
  * setServerParams). If it cannot, those calls reject with `CONNECTION_FAILED` and the next call
  * tries again. Once it has opened, a lost connection is reopened by itself (backoff 250 ms doubling
  * to 10 s, with jitter), the login, server parameters and rooms are restored with the latest tokens,
- * and `onConnectionStateChanged` reports `reconnecting` and then `connected`.
+ * and `onConnectionStateChanged` reports `reconnecting` and then `connected`. The login and each
+ * room resume their streams where the last message received left them: what was sent meanwhile
+ * arrives first (see `onRecovery`).
  */
 export interface Engine {
   readonly appId: string;

@@ -46,6 +46,7 @@ export const events = Object.freeze(
       'onServerParamsSetResult',
       'onError',
       'onConnectionStateChanged',
+      'onRecovery',
     ].map((n) => [n, n]),
   ),
 );
@@ -83,7 +84,8 @@ const FRAME_SEND = 2;
 const FLAG_BINARY = 1;
 const FLAG_ROOM = 2;
 const FLAG_BROADCAST = 4;
-const KNOWN_FLAGS = FLAG_BINARY | FLAG_ROOM | FLAG_BROADCAST;
+const FLAG_STREAM = 8;
+const KNOWN_FLAGS = FLAG_BINARY | FLAG_ROOM | FLAG_BROADCAST | FLAG_STREAM;
 
 const OP_USER_OUTSIDE_ROOM = 1;
 const OP_USER_IN_ROOM = 2;
@@ -423,13 +425,18 @@ class Engine {
     const login = this.#login;
     if (this.#isOpen() && login) {
       login.sentAt = performance.now();
-      this.#sendCall({ call: 'login', token: login.token, uid: login.userId });
+      const call = { call: 'login', token: login.token, uid: login.userId };
+      // After a reconnect: resume the login's stream where the last message left it.
+      if (login.pos) call.resume = login.pos;
+      this.#sendCall(call);
     }
   }
 
   #sendJoin(roomId, room) {
     room.sentAt = performance.now();
-    this.#sendCall({ call: 'joinRoom', roomId, uid: room.userId, token: room.token });
+    const call = { call: 'joinRoom', roomId, uid: room.userId, token: room.token };
+    if (room.pos) call.resume = room.pos;
+    this.#sendCall(call);
   }
 
   // ---- connection ---------------------------------------------------------------------------
@@ -612,7 +619,23 @@ class Engine {
       this.#ws?.close(4000, 'protocol error');
       return;
     }
+    if (m.pos) {
+      // Where this stream is now: a reconnect resumes from here.
+      const owner = m.payload.roomId === undefined ? this.#login : this.#rooms.get(m.payload.roomId);
+      if (owner) owner.pos = m.pos;
+    }
     this.#emit(m.event, m.payload);
+  }
+
+  // A login or join answered with its stream (recovery on): note where it starts, and tell the
+  // app how a resume went (onRecovery comes before the replayed messages).
+  #streamOpened(owner, roomId, userId, stream) {
+    if (!stream) return;
+    // After a recovered resume the replayed messages move the position on themselves.
+    if (stream.recovered !== true) owner.pos = { epoch: stream.epoch, position: stream.position };
+    if (stream.recovered !== undefined) {
+      this.#emit('onRecovery', { roomId, userId, recovered: stream.recovered, replayed: stream.replayed });
+    }
   }
 
   // Turns a control event of the wire into the vendor's callback, and keeps the SDK's state in step.
@@ -621,11 +644,13 @@ class Engine {
       case 'onLoginResult': {
         const login = this.#login;
         let elapsed = 0;
+        let opened = null;
         if (login && login.status === 'pending' && login.userId === e.uid) {
           elapsed = Math.round(performance.now() - login.sentAt);
           if (e.errorCode === 0) {
             login.status = 'in';
             settle(login.waiters, null);
+            opened = login;
           } else {
             const err = new HeraldError('LOGIN_FAILED', `login as ${e.uid} refused (${e.errorCode})`, e.errorCode);
             settle(login.waiters, err);
@@ -636,6 +661,7 @@ class Engine {
           this.#restored('login');
         }
         this.#emit('onLoginResult', { userId: e.uid, errorCode: e.errorCode, elapsed });
+        if (opened) this.#streamOpened(opened, '', e.uid, e.stream);
         return;
       }
       case 'onLogout':
@@ -653,6 +679,7 @@ class Engine {
       case 'onRoomStateChanged': {
         const room = this.#rooms.get(e.roomId);
         let elapsed = 0;
+        let opened = null;
         let joinType = 0;
         if (room && e.state !== ROOM_UPDATE_TOKEN_INVALID) {
           const answering = !room.joined && room.userId === e.uid;
@@ -663,6 +690,7 @@ class Engine {
           if (e.state === 0 && answering) {
             room.joined = true;
             settle(room.waiters, null);
+            opened = room;
           } else if (e.state !== 0) {
             // Every other non-zero state ends the membership (refused, replaced, expired, kicked).
             this.#rooms.delete(e.roomId);
@@ -676,6 +704,7 @@ class Engine {
           state: e.state,
           extraInfo: JSON.stringify({ elapsed, join_type: joinType }),
         });
+        if (opened) this.#streamOpened(opened, e.roomId, e.uid, e.stream);
         return;
       }
       case 'onLeaveRoom': {
@@ -800,21 +829,30 @@ function decodeMessage(data) {
   const inRoom = (flags & FLAG_ROOM) !== 0;
   const broadcast = (flags & FLAG_BROADCAST) !== 0;
   if (broadcast && !inRoom) return null;
-  const msgid = Number(new DataView(data).getBigUint64(2, true));
-  const n = bytes[10];
-  if (bytes.length < 12 + n) return null;
-  const userId = fromUtf8.decode(bytes.subarray(11, 11 + n));
-  const m = bytes[11 + n];
-  const start = 12 + n + m;
+  const view = new DataView(data);
+  const msgid = Number(view.getBigUint64(2, true));
+  // With FLAG_STREAM, the message's place in its stream (epoch, position; u64 LE each) follows.
+  let at = 10;
+  let pos = null;
+  if (flags & FLAG_STREAM) {
+    if (bytes.length < 28) return null;
+    pos = { epoch: Number(view.getBigUint64(10, true)), position: Number(view.getBigUint64(18, true)) };
+    at = 26;
+  }
+  const n = bytes[at];
+  if (bytes.length < at + 2 + n) return null;
+  const userId = fromUtf8.decode(bytes.subarray(at + 1, at + 1 + n));
+  const m = bytes[at + 1 + n];
+  const start = at + 2 + n + m;
   if (bytes.length < start || (m > 0 && !inRoom)) return null;
-  const roomId = fromUtf8.decode(bytes.subarray(12 + n, start));
+  const roomId = fromUtf8.decode(bytes.subarray(at + 2 + n, start));
   const message = binary ? data.slice(start) : fromUtf8.decode(bytes.subarray(start));
   let event;
   if (!inRoom) event = binary ? 'onUserBinaryMessageReceivedOutsideRoom' : 'onUserMessageReceivedOutsideRoom';
   else if (broadcast) event = binary ? 'onRoomBinaryMessageReceived' : 'onRoomMessageReceived';
   else event = binary ? 'onUserBinaryMessageReceived' : 'onUserMessageReceived';
   const payload = inRoom ? { roomId, userId, message, msgid } : { userId, message, msgid };
-  return { event, payload };
+  return { event, payload, pos };
 }
 
 function fromBase64(text) {

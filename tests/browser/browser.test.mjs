@@ -161,13 +161,15 @@ function startUpstream() {
 // ---- the browser ---------------------------------------------------------------------------
 
 // Records every WebSocket a page opens, so a test can drop one as a network failure would,
-// without the SDK knowing (it did not close it itself), and the text frames sent on each.
+// without the SDK knowing (it did not close it itself), and the text frames sent on each. While
+// `window.__offline` is true, new sockets go to a closed port, as with no network.
 const RECORD_SOCKETS = () => {
   const Native = window.WebSocket;
   window.__sockets = [];
+  window.__offline = false;
   window.WebSocket = class extends Native {
-    constructor(...args) {
-      super(...args);
+    constructor(url, ...rest) {
+      super(window.__offline ? 'ws://127.0.0.1:1/' : url, ...rest);
       this.sentText = [];
       window.__sockets.push(this);
     }
@@ -385,6 +387,38 @@ describe('herald in the browser', () => {
     await waitReceived(alice.page, 'after-drop-unicast');
     await waitReceived(alice.page, 'after-drop-broadcast');
     await waitReceived(bob.page, 'after-drop-broadcast');
+  });
+
+  test('what was sent while the connection was down arrives after the reconnect, once, in order', { timeout: TEST_MS }, async () => {
+    const before = await reconnects(alice.page);
+    await alice.page.evaluate(() => {
+      window.recoveries = [];
+      window.demo.engine.on('onRecovery', (e) => window.recoveries.push(e));
+      window.__offline = true;
+      window.__sockets.at(-1).close(4000, 'test: network lost');
+    });
+    await waitState(alice.page, 'reconnecting');
+    for (const n of [1, 2, 3]) await herald.send('SendUnicast', { to: 'alice', message: `while-away-${n}` });
+    await herald.send('SendBroadcast', { room: ROOM, message: 'while-away-room' });
+    await waitReceived(bob.page, 'while-away-room');
+    await alice.page.evaluate(() => {
+      window.__offline = false;
+    });
+    await waitReconnects(alice.page, before + 1);
+    await waitReceived(alice.page, 'while-away-3');
+    await waitReceived(alice.page, 'while-away-room');
+    await herald.send('SendUnicast', { to: 'alice', message: 'after-recovery' });
+    await waitReceived(alice.page, 'after-recovery');
+    const got = (await received(alice.page)).filter((t) => t.startsWith('while-away-') || t === 'after-recovery');
+    const direct = got.filter((t) => t !== 'while-away-room');
+    assert.deepEqual(direct, ['while-away-1', 'while-away-2', 'while-away-3', 'after-recovery']);
+    assert.equal(got.filter((t) => t === 'while-away-room').length, 1);
+    const recoveries = await alice.page.evaluate(() => window.recoveries);
+    recoveries.sort((a, b) => a.roomId.localeCompare(b.roomId));
+    assert.deepEqual(recoveries, [
+      { roomId: '', userId: 'alice', recovered: true, replayed: 3 },
+      { roomId: ROOM, userId: 'alice', recovered: true, replayed: 1 },
+    ]);
   });
 
   test('a killed server is reconnected to once it is back, and messages flow again', { timeout: TEST_MS }, async () => {

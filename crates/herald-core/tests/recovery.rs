@@ -103,7 +103,10 @@ fn login(
 ) -> (SessionId, Arc<Recorder>, StreamState) {
     let (id, rec) = connect(hub);
     let t = hub.prepare_login(APP, id, uid, &token("", uid), resume, now);
-    assert_eq!(hub.commit_login(APP, id, uid, t, Default::default(), now), 0);
+    assert_eq!(
+        hub.commit_login(APP, id, uid, t, Default::default(), now),
+        0
+    );
     let stream = match rec.frames.lock().remove(0) {
         Frame::Event(Event::LoginResult {
             stream: Some(s), ..
@@ -183,10 +186,7 @@ fn a_reconnect_that_resumes_gets_what_it_missed_in_order_then_what_is_new() {
 
     let (_, rec, s2) = login(&hub, "u1", Some(pos(&s, 1)), at(4));
     assert_eq!(s2.epoch, s.epoch);
-    assert_eq!(
-        (s2.position, s2.recovered, s2.replayed),
-        (4, Some(true), 3)
-    );
+    assert_eq!((s2.position, s2.recovered, s2.replayed), (4, Some(true), 3));
     assert_eq!(hub.stats().held_streams, 0);
     unicast(&hub, "u1", "e", at(5));
     assert_eq!(
@@ -205,7 +205,10 @@ fn a_resume_that_cannot_be_filled_says_so_and_replays_nothing() {
         assert_eq!(unicast(&hub, "u1", &n.to_string(), at(1)), Outcome::Held);
     }
     let (id, rec, s2) = login(&hub, "u1", Some(pos(&s, 1)), at(2));
-    assert_eq!((s2.recovered, s2.replayed, s2.position), (Some(false), 0, 7));
+    assert_eq!(
+        (s2.recovered, s2.replayed, s2.position),
+        (Some(false), 0, 7)
+    );
     assert!(rec.take().is_empty());
     // The stream goes on from where it is.
     unicast(&hub, "u1", "8", at(2));
@@ -343,7 +346,10 @@ fn a_login_taken_over_goes_on_with_the_same_stream() {
     assert_eq!(old.messages(), texts(&[(1, "a"), (2, "b")]));
     // A new connection of the same user (the phone's new network) resumes after "a".
     let (_, new, s2) = login(&hub, "u1", Some(pos(&s, 1)), at(1));
-    assert_eq!((s2.epoch, s2.recovered, s2.replayed), (s.epoch, Some(true), 1));
+    assert_eq!(
+        (s2.epoch, s2.recovered, s2.replayed),
+        (s.epoch, Some(true), 1)
+    );
     unicast(&hub, "u1", "c", at(1));
     assert_eq!(new.messages(), texts(&[(2, "b"), (3, "c")]));
     assert!(old.messages().is_empty());

@@ -59,6 +59,7 @@ pub struct Metrics {
     api_calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     accepted: AtomicU64,
     delivered: AtomicU64,
+    held: AtomicU64,
     dropped: [AtomicU64; 4],
     latency_buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     latency_sum_us: AtomicU64,
@@ -88,6 +89,9 @@ impl Metrics {
         self.dropped(DropReason::NotOnline, s.not_online);
         self.dropped(DropReason::NotInRoom, s.not_in_room);
         self.dropped(DropReason::SlowConsumer, s.slow_consumer);
+        if s.held > 0 {
+            self.held.fetch_add(u64::from(s.held), Relaxed);
+        }
     }
     /// `n` messages were dropped for `reason`.
     pub fn dropped(&self, reason: DropReason, n: u32) {
@@ -220,6 +224,11 @@ impl Metrics {
             "herald_messages_delivered_total",
             "Messages written to client sockets.",
             self.delivered.load(Relaxed),
+        );
+        counter(
+            "herald_messages_held_total",
+            "Messages kept for recipients between connections, whose streams are held for recovery.",
+            self.held.load(Relaxed),
         );
         o.push_str("# HELP herald_messages_dropped_total Recipients a message did not reach, by reason.\n# TYPE herald_messages_dropped_total counter\n");
         for (name, v) in DROP_NAMES.iter().zip(&self.dropped) {

@@ -234,8 +234,8 @@ async fn dead_connections_are_detected_by_the_heartbeat() {
         got.windows(2).any(|w| w == [0x89, 0x00]),
         "pings were sent first"
     );
-    // The login is gone: sending to it counts as not online.
-    let before = metric(addr, "herald_messages_dropped_total{reason=\"not_online\"}").await;
+    // The login is gone; its stream is held for recovery, so a message to it is kept there.
+    let before = metric(addr, "herald_messages_held_total").await;
     let r = Call::new(
         "SendUnicast",
         json!({"AppId": APP, "From": "bot", "To": "ghost", "Binary": false, "Message": "m"}),
@@ -245,9 +245,10 @@ async fn dead_connections_are_detected_by_the_heartbeat() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(
-        metric(addr, "herald_messages_dropped_total{reason=\"not_online\"}").await,
+        metric(addr, "herald_messages_held_total").await,
         before + 1.0
     );
+    assert_eq!(metric(addr, "herald_held_streams").await, 1.0);
     assert_eq!(metric(addr, "herald_connections").await, 0.0);
 }
 

@@ -1,0 +1,359 @@
+//! Issue 8's recovery on one node, through real sockets: connections cut mid-stream (by a TCP
+//! proxy that drops both sides, as a network switch does) resume through the Rust SDK with every
+//! message counted; beyond the window the SDK is told plainly; the wire shape of positions and
+//! resumes; recovery off. (Across nodes: `tests/cluster.rs`.)
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use herald_client::{connect_resuming, Engine, Event, EventStream, Recovery, Tls};
+use herald_server::config::Config;
+use herald_server::Server;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A TCP proxy in front of `upstream` whose connections can all be cut at once, without a close
+/// frame or FIN from either end reaching the other first.
+struct Proxy {
+    addr: SocketAddr,
+    conns: std::sync::Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let held = conns.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    let mut up = TcpStream::connect(upstream).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                });
+                held.lock().push(conn);
+            }
+        });
+        Proxy { addr, conns, task }
+    }
+
+    /// Drops every connection through the proxy, both sides at once.
+    fn cut(&self) {
+        for c in self.conns.lock().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+fn fast_config(extra: &str) -> Config {
+    let mut c = quiet(config(extra));
+    // The test sends as fast as it can; the per-app limit is not what is tested here.
+    c.apps[0].qps_limit = 100_000;
+    c
+}
+
+fn unicast(to: &str, text: &str, now: i64) -> Call<'static> {
+    let body = json!({"AppId": APP, "From": "srv", "To": to, "Binary": false, "Message": text});
+    Call::new("SendUnicast", body, now)
+}
+
+/// Connects through `server` (an address) and logs in as `uid`, resuming from `recovery`.
+async fn login_sdk(
+    server: SocketAddr,
+    uid: &str,
+    recovery: &Recovery,
+    now: i64,
+) -> (Engine, EventStream) {
+    let base = format!("http://{server}");
+    let (engine, mut events) = connect_resuming(&base, APP, &Tls::default(), recovery)
+        .await
+        .unwrap();
+    engine.login(&token("", uid, now), uid).await.unwrap();
+    match next_event(&mut events).await {
+        Event::LoginResult { error_code: 0, .. } => {}
+        other => panic!("not logged in: {other:?}"),
+    }
+    (engine, events)
+}
+
+async fn next_event(events: &mut EventStream) -> Event {
+    tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+}
+
+/// Reads events until the connection ends, collecting the numbered messages.
+async fn drain_until_closed(events: &mut EventStream, got: &mut Vec<u32>) {
+    loop {
+        match next_event(events).await {
+            Event::UserMessageReceivedOutsideRoom { message, .. } => {
+                got.push(message.parse().unwrap())
+            }
+            Event::ConnectionClosed { .. } => return,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_stream_resume_with_nothing_lost_or_repeated() {
+    const TOTAL: u32 = 1_500;
+    let server = start(fast_config("")).await;
+    let addr = server.local_addr();
+    let proxy = Proxy::start(addr).await;
+    let now = system_now();
+    let recovery = Recovery::default();
+    let (engine, mut events) = login_sdk(proxy.addr, "alice", &recovery, now).await;
+    // Engines are kept: dropping one would close its connection cleanly, which is not the test.
+    let mut engines = vec![engine];
+
+    // The business server sends 1..=TOTAL, one call after another, the whole time.
+    let sender = tokio::spawn(async move {
+        for n in 1..=TOTAL {
+            let r = unicast("alice", &n.to_string(), now).send(addr).await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+    });
+
+    // Three times: read a while, then the network goes; come back at once, or after a pause.
+    let mut got = Vec::new();
+    let mut recoveries = Vec::new();
+    for (round, cut_at) in [150u32, 500, 900].into_iter().enumerate() {
+        while got.len() < cut_at as usize {
+            if let Event::UserMessageReceivedOutsideRoom { message, .. } =
+                next_event(&mut events).await
+            {
+                got.push(message.parse().unwrap());
+            }
+        }
+        proxy.cut();
+        // What the SDK read before the cut is still on the stream, then the close.
+        drain_until_closed(&mut events, &mut got).await;
+        if round == 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let (engine, ev) = login_sdk(proxy.addr, "alice", &recovery, now).await;
+        engines.push(engine);
+        events = ev;
+        match next_event(&mut events).await {
+            Event::Recovery {
+                room_id,
+                recovered,
+                replayed,
+                ..
+            } => {
+                assert_eq!(room_id, "");
+                recoveries.push((recovered, replayed));
+            }
+            other => panic!("expected onRecovery first, got {other:?}"),
+        }
+    }
+    sender.await.unwrap();
+    while got.len() < TOTAL as usize {
+        match next_event(&mut events).await {
+            Event::UserMessageReceivedOutsideRoom { message, .. } => {
+                got.push(message.parse().unwrap())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(recoveries.iter().all(|(ok, _)| *ok), "{recoveries:?}");
+    // Every message once, in the order sent: nothing lost, nothing twice.
+    assert_eq!(got, (1..=TOTAL).collect::<Vec<_>>());
+    // The pause let messages pile up for the held stream: they came back by replay.
+    assert!(recoveries[1].1 > 0, "{recoveries:?}");
+}
+
+#[tokio::test]
+async fn beyond_the_window_the_sdk_is_told_and_the_stream_goes_on() {
+    let server = start(fast_config("[recovery]\nwindow_messages = 10")).await;
+    let addr = server.local_addr();
+    let now = system_now();
+    let recovery = Recovery::default();
+    let (engine, mut events) = login_sdk(addr, "bob", &recovery, now).await;
+    unicast("bob", "0", now).send(addr).await;
+    let mut got = Vec::new();
+    while got.is_empty() {
+        if let Event::UserMessageReceivedOutsideRoom { message, .. } = next_event(&mut events).await
+        {
+            got.push(message);
+        }
+    }
+    engine.close().await;
+    // 20 while away; the window keeps the last 10.
+    for n in 1..=20 {
+        let r = unicast("bob", &n.to_string(), now).send(addr).await;
+        assert_eq!(r.status, 200);
+    }
+    let (_engine, mut events) = login_sdk(addr, "bob", &recovery, now).await;
+    match next_event(&mut events).await {
+        Event::Recovery {
+            recovered: false,
+            replayed: 0,
+            uid,
+            ..
+        } => assert_eq!(uid, "bob"),
+        other => panic!("expected onRecovery(recovered: false), got {other:?}"),
+    }
+    // Nothing is replayed; what is sent now arrives as usual.
+    unicast("bob", "fresh", now).send(addr).await;
+    match next_event(&mut events).await {
+        Event::UserMessageReceivedOutsideRoom { message, .. } => assert_eq!(message, "fresh"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn positions_and_resumes_on_the_wire() {
+    let server = start(fast_config("")).await;
+    let addr = server.local_addr();
+    let now = system_now();
+    let mut ws = ws(addr, APP).await;
+    send_call(
+        &mut ws,
+        json!({"call":"login","token":token("", "carol", now),"uid":"carol"}),
+    )
+    .await;
+    let answer = event(&mut ws).await;
+    let epoch = answer["stream"]["epoch"].as_u64().unwrap();
+    assert!(epoch > 0 && epoch < 1 << 53, "{answer}");
+    assert_eq!(answer["stream"]["position"], 0);
+    assert_eq!(answer["stream"].get("recovered"), None);
+    for text in ["a", "b", "c"] {
+        unicast("carol", text, now).send(addr).await;
+    }
+    let mut positions = Vec::new();
+    for _ in 0..3 {
+        let m = message(&mut ws).await;
+        let pos = m.pos.expect("a position");
+        assert_eq!(pos.epoch, epoch);
+        positions.push(pos.position);
+    }
+    assert_eq!(positions, [1, 2, 3]);
+    drop(ws);
+
+    // Resume after 1 on a new connection: the answer, then 2 and 3 as they were.
+    let mut ws = common::ws(addr, APP).await;
+    send_call(
+        &mut ws,
+        json!({"call":"login","token":token("", "carol", now),"uid":"carol",
+               "resume":{"epoch":epoch,"position":1}}),
+    )
+    .await;
+    let answer = event(&mut ws).await;
+    assert_eq!(
+        answer["stream"],
+        json!({"epoch": epoch, "position": 3, "recovered": true, "replayed": 2})
+    );
+    for (want, text) in [(2, "b"), (3, "c")] {
+        let m = message(&mut ws).await;
+        assert_eq!(
+            (m.pos.unwrap().position, m.payload.as_ref()),
+            (want, text.as_bytes())
+        );
+    }
+
+    // A resume that is not two numbers is a bad call, answered with 4003; nothing else changes.
+    send_call(
+        &mut ws,
+        json!({"call":"login","token":"t","uid":"carol","resume":{"epoch":"x","position":1}}),
+    )
+    .await;
+    assert_eq!(event(&mut ws).await["errorCode"], 4003);
+    unicast("carol", "d", now).send(addr).await;
+    assert_eq!(message(&mut ws).await.pos.unwrap().position, 4);
+}
+
+#[tokio::test]
+async fn rooms_resume_their_own_streams() {
+    let server = start(fast_config("")).await;
+    let addr = server.local_addr();
+    let now = system_now();
+    let mut dave = ws(addr, APP).await;
+    join(&mut dave, "r", "dave", now).await;
+    let broadcast = |text: &'static str| {
+        let body =
+            json!({"AppId": APP, "From": "srv", "RoomId": "r", "Binary": false, "Message": text});
+        Call::new("SendBroadcast", body, now)
+    };
+    broadcast("one").send(addr).await;
+    let first = message(&mut dave).await.pos.unwrap();
+    drop(dave);
+    // Wait until the server has seen dave go: the room is then empty, its stream held.
+    for _ in 0..200 {
+        if metric(addr, "herald_held_streams").await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(addr, "herald_held_streams").await, 1.0);
+    // A broadcast into the room with nobody connected is still kept for dave.
+    broadcast("two").send(addr).await;
+    let mut dave = ws(addr, APP).await;
+    send_call(
+        &mut dave,
+        json!({"call":"joinRoom","roomId":"r","uid":"dave","token":token("r", "dave", now),
+               "resume":{"epoch":first.epoch,"position":first.position}}),
+    )
+    .await;
+    let answer = event(&mut dave).await;
+    assert_eq!(answer["state"], 0);
+    assert_eq!(answer["stream"]["recovered"], true);
+    assert_eq!(answer["stream"]["replayed"], 1);
+    let m = message(&mut dave).await;
+    assert_eq!(m.payload.as_ref(), b"two");
+    assert_eq!(m.pos.unwrap().position, first.position + 1);
+}
+
+#[tokio::test]
+async fn with_recovery_off_frames_and_answers_are_as_before() {
+    let server = start(fast_config("[recovery]\nwindow_messages = 0")).await;
+    let addr = server.local_addr();
+    let now = system_now();
+    let mut ws = ws(addr, APP).await;
+    send_call(
+        &mut ws,
+        json!({"call":"login","token":token("", "erin", now),"uid":"erin",
+               "resume":{"epoch":1,"position":1}}),
+    )
+    .await;
+    let answer = event(&mut ws).await;
+    assert_eq!(
+        answer,
+        json!({"event":"onLoginResult","uid":"erin","errorCode":0})
+    );
+    unicast("erin", "x", now).send(addr).await;
+    let m = message(&mut ws).await;
+    assert_eq!(m.pos, None);
+    drop(ws);
+    assert_eq!(metric(addr, "herald_held_streams").await, 0.0);
+}
+
+#[tokio::test]
+async fn the_recovery_settings_are_checked_at_start() {
+    for bad in [
+        "[recovery]\nwindow_messages = 100001",
+        "[recovery]\nwindow_ms = 999",
+        "[recovery]\nwindow_ms = 3600001",
+        "[recovery]\nwindow = 5",
+    ] {
+        let checked = Config::from_toml(&format!("{bad}\n[[apps]]\napp_id = \"{APP}\"\napp_key = \"{KEY}\"\naccess_keys = [{{ ak = \"{AK}\", sk = \"{SK}\" }}]\n"));
+        let refused = match checked {
+            Err(_) => true,
+            Ok(c) => Server::start(c).await.is_err(),
+        };
+        assert!(refused, "{bad}");
+    }
+}
