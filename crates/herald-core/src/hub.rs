@@ -1077,9 +1077,11 @@ impl Hub {
 
     /// The stream of a login or membership that ended, if it is to be held for recovery: only
     /// when its connection was lost (a user who left, was kicked or whose token expired has
-    /// nothing to come back to).
+    /// nothing to come back to), and only on a single node: in a cluster, messages for a user
+    /// with no connection are not routed to any node, so a stream held here could not tell a
+    /// resume what it missed.
     fn hold(&self, stream: Stream, why: Departure, now: Timestamp) -> Option<Held> {
-        (self.window.enabled() && why == Departure::ConnectionLost)
+        (self.window.enabled() && why == Departure::ConnectionLost && !self.clustered)
             .then_some(Held { stream, since: now })
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use herald_core::apps::{AppSpec, Registry};
-use herald_core::hub::{Hub, Offer, Outbox, Outcome, SessionId};
+use herald_core::hub::{Hub, NoDirectory, NoHooks, Offer, Outbox, Outcome, SessionId};
 use herald_core::stream::Window;
 use herald_core::time::Timestamp;
 use herald_proto::client::{Delivery, Event, ReceivedMessage, StreamPos, StreamState};
@@ -394,4 +394,28 @@ fn with_recovery_off_nothing_carries_a_position_or_is_held() {
     hub.disconnect(APP, id, at(1));
     assert_eq!(unicast(&hub, "u1", "b", at(1)), Outcome::NotOnline);
     assert_eq!(hub.stats().held_streams, 0);
+}
+
+#[test]
+fn in_a_cluster_a_lost_connection_leaves_no_stream_to_resume() {
+    // Messages for a user with no connection are routed to no node, so a stream held by the
+    // node the user left would claim a recovery it cannot make.
+    let mut spec = AppSpec::new(AppId::new(APP).unwrap(), KEY);
+    spec.presence_events = false;
+    let registry = Registry::new(vec![spec]).unwrap();
+    let hub = Hub::clustered(&registry, Arc::new(NoHooks), Arc::new(NoDirectory))
+        .with_recovery(WINDOW, 1000);
+    let (id, _, s) = login(&hub, "u1", None, at(0));
+    unicast(&hub, "u1", "a", at(0));
+    hub.disconnect(APP, id, at(1));
+    assert_eq!(hub.stats().held_streams, 0);
+    let (_, rec, s2) = login(&hub, "u1", Some(pos(&s, 0)), at(2));
+    assert_eq!(s2.recovered, Some(false));
+    assert!(rec.take().is_empty());
+    // A takeover while the old connection is still here passes the stream on: nothing was
+    // routed elsewhere meanwhile.
+    unicast(&hub, "u1", "b", at(2));
+    let (_, rec, s3) = login(&hub, "u1", Some(pos(&s2, 0)), at(3));
+    assert_eq!((s3.recovered, s3.replayed), (Some(true), 1));
+    assert_eq!(rec.messages(), texts(&[(1, "b")]));
 }
