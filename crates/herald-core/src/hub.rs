@@ -51,6 +51,11 @@ pub trait Outbox: Send + Sync {
     fn written(&self) -> u64 {
         0
     }
+    /// The highest msgid the client has acknowledged processing (cumulative; 0: none, or not
+    /// tracked): what a call that waits for acks calls acked.
+    fn acked(&self) -> u64 {
+        0
+    }
 }
 
 /// Where a recipient's copy of a message went: its connection's outbox and the msgid it got there.
@@ -67,6 +72,11 @@ impl Receipt<'_> {
     /// Whether the connection has written the message to its socket by now.
     pub fn written(&self) -> bool {
         self.outbox.written() >= self.msgid
+    }
+
+    /// Whether the client has acknowledged processing the message by now.
+    pub fn acked(&self) -> bool {
+        self.outbox.acked() >= self.msgid
     }
 }
 
@@ -209,6 +219,9 @@ pub enum Outcome {
     SlowConsumer,
     /// Handed to the cluster node that holds the recipient.
     Forwarded,
+    /// Queued, and acknowledged by the recipient's client within the wait of a call that asked
+    /// for acks (the hub never reports it; the edge does, from the [`Receipt`]).
+    Acked,
 }
 
 /// Counts of a send's outcomes.
@@ -230,7 +243,7 @@ impl Summary {
     /// Counts one recipient's outcome.
     pub fn add(&mut self, o: Outcome) {
         match o {
-            Outcome::Queued | Outcome::Written => self.queued += 1,
+            Outcome::Queued | Outcome::Written | Outcome::Acked => self.queued += 1,
             Outcome::NotOnline => self.not_online += 1,
             Outcome::NotInRoom => self.not_in_room += 1,
             Outcome::SlowConsumer => self.slow_consumer += 1,
