@@ -436,6 +436,20 @@ impl Event {
     }
 
     /// The event of a decoded message frame.
+    /// The connection's msgid of a received message (the `…Received…` events): what
+    /// [`Engine::ack`](crate::Engine::ack) takes. `None` for every other event.
+    pub fn received_msgid(&self) -> Option<u64> {
+        match self {
+            Event::UserMessageReceivedOutsideRoom { msgid, .. }
+            | Event::UserBinaryMessageReceivedOutsideRoom { msgid, .. }
+            | Event::UserMessageReceived { msgid, .. }
+            | Event::UserBinaryMessageReceived { msgid, .. }
+            | Event::RoomMessageReceived { msgid, .. }
+            | Event::RoomBinaryMessageReceived { msgid, .. } => Some(*msgid),
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_message(m: ReceivedMessage) -> Event {
         let ReceivedMessage {
             kind,
