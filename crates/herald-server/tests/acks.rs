@@ -6,10 +6,7 @@
 mod common;
 
 use common::*;
-use futures_util::StreamExt;
-use herald_proto::client::ReceivedMessage;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 fn call<'a>(action: &'a str, body: Value, now: i64, ack_ms: &'a str) -> Call<'a> {
     let mut body = body;
@@ -44,18 +41,6 @@ fn list_of(report: &Value, uid: &str) -> String {
     .collect();
     assert_eq!(lists.len(), 1, "{uid} in {lists:?}: {report}");
     lists[0].to_owned()
-}
-
-/// A raw client that acks every message as soon as it has read it, for as long as it is open.
-fn acker(mut ws: Ws) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(Ok(frame)) = ws.next().await {
-            if let Message::Binary(b) = frame {
-                let m = ReceivedMessage::decode(b).unwrap();
-                send_call(&mut ws, json!({"call": "ack", "msgid": m.msgid})).await;
-            }
-        }
-    })
 }
 
 #[tokio::test]
