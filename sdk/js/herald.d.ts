@@ -10,6 +10,13 @@ export interface EngineOptions {
    * stays silent for a third of this longer, the connection is treated as lost and reopened.
    */
   heartbeatMs?: number;
+  /**
+   * Acknowledge each received message once every handler of its callback has returned (default
+   * true): one cumulative `ack` per task. A business server that waits for acks
+   * (`X-Herald-Ack-Timeout-Ms`) learns from them who processed its message. With false, call
+   * {@link Engine.ack} after processing.
+   */
+  autoAck?: boolean;
 }
 
 /** The connection as {@link Engine.connectionState} and `onConnectionStateChanged` report it. */
@@ -254,6 +261,13 @@ export interface Engine {
   sendRoomBinaryMessage(roomId: string, message: BinaryMessage): Promise<number>;
 
   /** Closes the connection for good; later calls reject with `ENGINE_DESTROYED`. */
+  /**
+   * Acknowledges every message up to and including `msgid` on the current connection (cumulative;
+   * never moves back). Needed only with `autoAck: false`. msgids start again at 1 after a
+   * reconnect; while disconnected nothing is sent. Throws a TypeError unless `msgid` is a
+   * non-negative integer.
+   */
+  ack(msgid: number): void;
   destroy(): void;
 }
 

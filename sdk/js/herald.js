@@ -18,6 +18,12 @@
 // not reported), and a connection that stays silent for a third of `heartbeatMs` more is treated
 // as lost.
 //
+// Acknowledgements: unless created with `autoAck: false`, the engine acknowledges each received
+// message once every handler of its callback has returned, with one cumulative `ack` call per
+// task (a burst of messages handled in a row costs one ack). A business server that waits for
+// acks (X-Herald-Ack-Timeout-Ms) learns from them which recipients processed its message. With
+// `autoAck: false`, `engine.ack(msgid)` acknowledges by hand.
+//
 // What it deliberately does not do: generate tokens (your server does that), or replay messages
 // missed while disconnected.
 
@@ -107,7 +113,9 @@ const fromUtf8 = new TextDecoder();
 /**
  * Creates an engine for the app `appId`, like the vendor's `VERTC.createEngine(appId)`.
  * `options.server` is Herald's base address (default: the page's origin); the engine connects
- * to `ws(s)://<host>/ws?appId=…` when its first call needs the connection.
+ * to `ws(s)://<host>/ws?appId=…` when its first call needs the connection. `options.autoAck`
+ * (default true) acknowledges each received message once its handlers have returned; with
+ * false, call `engine.ack(msgid)` yourself.
  */
 export function createEngine(appId, options = {}) {
   return new Engine(appId, options);
@@ -154,11 +162,18 @@ class Engine {
   #nextMsgid = 1;
   #inFlight = new Map(); // msgid → {event, roomId}: sends whose result has not arrived
 
-  constructor(appId, { server, heartbeatMs = HEARTBEAT_MS } = {}) {
+  // Acknowledgements of the current connection (msgids start again at 1 on each connection).
+  #autoAck;
+  #handled = 0; // the highest msgid whose handlers have returned
+  #ackScheduled = false;
+
+  constructor(appId, { server, heartbeatMs = HEARTBEAT_MS, autoAck = true } = {}) {
     if (typeof appId !== 'string' || appId === '') throw new TypeError('appId must be a non-empty string');
     if (!(heartbeatMs > 0)) throw new TypeError('heartbeatMs must be a positive number of milliseconds');
+    if (typeof autoAck !== 'boolean') throw new TypeError('autoAck must be true or false');
     this.#appId = appId;
     this.#heartbeatMs = heartbeatMs;
+    this.#autoAck = autoAck;
     this.#url = gatewayUrl(server ?? globalThis.location?.origin, appId);
   }
 
@@ -414,6 +429,31 @@ class Engine {
     return msgid;
   }
 
+  /**
+   * Acknowledges every message up to and including `msgid` on the current connection: the app
+   * has processed them. Needed only with `autoAck: false`. Acks are cumulative and never move
+   * back; msgids start again at 1 after a reconnect, and an ack sent while disconnected is
+   * dropped (the messages it would cover belonged to the lost connection).
+   */
+  ack(msgid) {
+    this.#checkAlive();
+    if (!Number.isSafeInteger(msgid) || msgid < 0) throw new TypeError('msgid must be a non-negative integer');
+    this.#sendCall({ call: 'ack', msgid });
+  }
+
+  // Notes that the handlers of message `msgid` returned, and acknowledges once this task is done.
+  #handledMessage(msgid) {
+    if (msgid > this.#handled) this.#handled = msgid;
+    if (this.#ackScheduled) return;
+    this.#ackScheduled = true;
+    setTimeout(() => {
+      this.#ackScheduled = false;
+      // `#handled` starts again at 0 on a new connection: nothing of a lost one is acknowledged
+      // on the next (and while disconnected, #sendCall sends nothing).
+      if (this.#handled > 0) this.#sendCall({ call: 'ack', msgid: this.#handled });
+    }, 0);
+  }
+
   #sendCall(call) {
     if (!this.#isOpen()) return false;
     this.#ws.send(JSON.stringify(call));
@@ -473,6 +513,7 @@ class Engine {
   // A new connection: send everything the engine holds, then report 'connected' once answered.
   #opened() {
     this.#everConnected = true;
+    this.#handled = 0;
     this.#lastFrameAt = performance.now();
     this.#probing = false;
     this.#heartbeatTimer = setInterval(() => this.#heartbeat(), this.#heartbeatMs / 3);
@@ -625,6 +666,7 @@ class Engine {
       if (owner) owner.pos = m.pos;
     }
     this.#emit(m.event, m.payload);
+    if (this.#autoAck) this.#handledMessage(m.payload.msgid);
   }
 
   // A login or join answered with its stream (recovery on): note where it starts, and tell the

@@ -123,11 +123,12 @@ server_message_urls = ["http://127.0.0.1:${upstreamPort}/"]
   }
 
   /** A signed OpenAPI call through `herald send`; returns the parsed response envelope. */
-  async send(action, { to = [], room, message, binary = false }) {
+  async send(action, { to = [], room, message, binary = false, ackTimeoutMs }) {
     const args = ['send', action, '--server', this.base, '--ak', AK, '--sk', SK, '--app-id', APP_ID, '--message', message];
     for (const u of [].concat(to)) args.push('--to', u);
     if (room) args.push('--room', room);
     if (binary) args.push('--binary');
+    if (ackTimeoutMs) args.push('--ack-timeout-ms', String(ackTimeoutMs));
     const { stdout } = await run(HERALD, args, { timeout: WAIT_MS });
     const envelope = JSON.parse(stdout);
     assert.equal(envelope.ResponseMetadata?.Error, undefined, `${action} failed: ${stdout}`);
@@ -629,6 +630,58 @@ describe('herald in the browser', () => {
     assert.equal(out.destroyed, 'ENGINE_DESTROYED');
     assert.ok(out.names.includes('onConnectionStateChanged'));
     await waitReceived(alice.page, 'from-carol-sdk');
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test('SDK: messages are acknowledged once their handlers return, or by hand with autoAck: false', { timeout: TEST_MS }, async () => {
+    const page = await context.newPage();
+    const errors = watchErrors(page, 'acks');
+    await page.goto(`${herald.base}/demo`);
+    const token = async (uid) => (await herald.admin('/admin/api/token', { appId: APP_ID, uid })).token;
+    const out = await page.evaluate(async ({ appId, dora, erik }) => {
+      const { createEngine } = await import('/sdk/herald.js');
+      const auto = createEngine(appId);
+      const manual = createEngine(appId, { autoAck: false });
+      const state = { handled: [], manualAcks: false, badAck: null, badOption: null };
+      auto.on('onUserMessageReceivedOutsideRoom', (e) => state.handled.push(['dora', e.msgid]));
+      manual.on('onUserMessageReceivedOutsideRoom', (e) => {
+        state.handled.push(['erik', e.msgid]);
+        // Processed a little later, then acknowledged by hand.
+        if (state.manualAcks) setTimeout(() => manual.ack(e.msgid), 10);
+      });
+      await auto.login(dora, 'dora');
+      await manual.login(erik, 'erik');
+      try {
+        manual.ack(-1);
+      } catch (e) {
+        state.badAck = e.name;
+      }
+      try {
+        createEngine(appId, { autoAck: 'yes' });
+      } catch (e) {
+        state.badOption = e.name;
+      }
+      window.__acks = { state };
+      return { badAck: state.badAck, badOption: state.badOption };
+    }, { appId: APP_ID, dora: await token('dora'), erik: await token('erik') });
+    assert.deepEqual(out, { badAck: 'TypeError', badOption: 'TypeError' });
+    const report = async (to, ackTimeoutMs) =>
+      (await herald.send('SendUnicast', { to, message: `ack-${to}`, ackTimeoutMs })).Result.DeliveryReport;
+
+    // autoAck (the default): acknowledged once the handler returned.
+    assert.deepEqual((await report('dora', 5000)).Acked, ['dora']);
+    // autoAck: false and no ack call: written or queued, never acked.
+    const silent = await report('erik', 300);
+    assert.deepEqual(silent.Acked, []);
+    assert.deepEqual([...silent.Written, ...silent.Queued], ['erik']);
+    // By hand.
+    await page.evaluate(() => {
+      window.__acks.state.manualAcks = true;
+    });
+    assert.deepEqual((await report('erik', 5000)).Acked, ['erik']);
+    const handled = await page.evaluate(() => window.__acks.state.handled);
+    assert.deepEqual(handled, [['dora', 1], ['erik', 1], ['erik', 2]]);
     assert.deepEqual(errors, []);
     await page.close();
   });

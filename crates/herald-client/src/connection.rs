@@ -11,9 +11,15 @@
 //! frames; messages the client sends (`sendUserMessage…`, `sendRoomMessage…`,
 //! `sendServerMessage…`) are binary [`SendFrame`]s numbered from one per-engine msgid sequence,
 //! kept under the same mutex so that the server sees the msgids in increasing order.
+//!
+//! Acknowledgements: by default ([`ConnectOptions::auto_ack`]) the [`EventStream`] notes the
+//! msgid of each message the application takes from it, and a small task sends one cumulative
+//! `ack` for whatever was taken since its last one: a burst read in one go costs one ack, not one
+//! per message. With auto-ack off, [`Engine::ack`] acknowledges by hand.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -106,7 +112,82 @@ pub enum CallError {
 /// # }
 /// ```
 pub async fn connect(server: &str, app_id: &str) -> Result<(Engine, EventStream), ConnectError> {
-    connect_with_tls(server, app_id, &Tls::default()).await
+    connect_with(server, app_id, &ConnectOptions::default()).await
+}
+
+/// How [`connect_with`] connects: which certificates it trusts, and whether it acknowledges the
+/// messages the application takes from the [`EventStream`] by itself.
+///
+/// ```
+/// use herald_client::{ConnectOptions, Tls};
+///
+/// // Acknowledge by hand, with `Engine::ack`, once each message is processed.
+/// let options = ConnectOptions::default().tls(Tls::default()).auto_ack(false);
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct ConnectOptions {
+    tls: Tls,
+    auto_ack: bool,
+    recovery: Recovery,
+}
+
+impl Default for ConnectOptions {
+    /// Mozilla's roots; auto-ack on; a new [`Recovery`].
+    fn default() -> Self {
+        ConnectOptions {
+            tls: Tls::default(),
+            auto_ack: true,
+            recovery: Recovery::default(),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Verifies a `https://` or `wss://` server's certificate with `tls`.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether to acknowledge each message (the protocol's cumulative `ack` call) once the
+    /// application has taken it from the [`EventStream`] (default: on). Off: nothing is
+    /// acknowledged unless the application calls [`Engine::ack`], for example after storing the
+    /// message. A business server that waits for acks (`X-Herald-Ack-Timeout-Ms`) learns from
+    /// them which recipients processed its message.
+    pub fn auto_ack(mut self, on: bool) -> Self {
+        self.auto_ack = on;
+        self
+    }
+
+    /// Keeps where this app's streams are in `recovery`, which outlives the connection: after a
+    /// connection is lost, connect again with the same `recovery` and log in and join as
+    /// before, and each login and join resumes its stream by itself. The server replays what
+    /// was missed (within its window, `docs/delivery.md`) before anything new, with no
+    /// duplicates, and says so with [`Event::Recovery`]; `recovered: false` there means some
+    /// messages could not be recovered.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_client::{connect_with, ConnectOptions, Recovery};
+    ///
+    /// let recovery = Recovery::default();
+    /// let options = ConnectOptions::default().recovery(&recovery);
+    /// let (engine, events) =
+    ///     connect_with("http://127.0.0.1:8080", "herald-dev-app-000000001", &options).await?;
+    /// engine.login("001…", "u1").await?;
+    /// // … the connection drops; later, the same options:
+    /// let (engine, events) =
+    ///     connect_with("http://127.0.0.1:8080", "herald-dev-app-000000001", &options).await?;
+    /// engine.login("001…", "u1").await?; // resumes u1's stream: missed messages arrive first
+    /// # let _ = (engine, events);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn recovery(mut self, recovery: &Recovery) -> Self {
+        self.recovery = recovery.clone();
+        self
+    }
 }
 
 /// As [`connect`], verifying a `https://` or `wss://` server's certificate with `tls` (which
@@ -128,40 +209,34 @@ pub async fn connect_with_tls(
     app_id: &str,
     tls: &Tls,
 ) -> Result<(Engine, EventStream), ConnectError> {
-    connect_resuming(server, app_id, tls, &Recovery::default()).await
+    connect_with(server, app_id, &ConnectOptions::default().tls(tls.clone())).await
 }
 
-/// As [`connect_with_tls`], keeping where this app's streams are in `recovery`, which outlives
-/// the connection: after a connection is lost, connect again with the same `recovery` and log in
-/// and join as before, and each login and join resumes its stream by itself. The server replays
-/// what was missed (within its window, `docs/delivery.md`) before anything new, with no
-/// duplicates, and says so with [`Event::Recovery`]; `recovered: false` there means some
-/// messages could not be recovered.
+/// As [`connect`], with [`ConnectOptions`]: the TLS trust, and auto-ack on or off.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use herald_client::{connect_resuming, Recovery, Tls};
+/// use herald_client::{connect_with, ConnectOptions, Event};
 ///
-/// let recovery = Recovery::default();
-/// let (engine, events) =
-///     connect_resuming("http://127.0.0.1:8080", "herald-dev-app-000000001", &Tls::default(), &recovery).await?;
-/// engine.login("001…", "u1").await?;
-/// // … the connection drops; later:
-/// let (engine, events) =
-///     connect_resuming("http://127.0.0.1:8080", "herald-dev-app-000000001", &Tls::default(), &recovery).await?;
-/// engine.login("001…", "u1").await?; // resumes u1's stream: missed messages arrive first
-/// # let _ = (engine, events);
+/// let options = ConnectOptions::default().auto_ack(false);
+/// let (engine, mut events) =
+///     connect_with("http://127.0.0.1:8080", "herald-dev-app-000000001", &options).await?;
+/// while let Some(event) = events.recv().await {
+///     if let Some(msgid) = event.received_msgid() {
+///         // … process the message, then:
+///         engine.ack(msgid).await?;
+///     }
+/// }
 /// # Ok(())
 /// # }
 /// ```
-pub async fn connect_resuming(
+pub async fn connect_with(
     server: &str,
     app_id: &str,
-    tls: &Tls,
-    recovery: &Recovery,
+    options: &ConnectOptions,
 ) -> Result<(Engine, EventStream), ConnectError> {
     let url = gateway_url(server, app_id)?;
-    let connector = tokio_tungstenite::Connector::Rustls(tls.rustls());
+    let connector = tokio_tungstenite::Connector::Rustls(options.tls.rustls());
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
         url.as_str(),
         None,
@@ -193,17 +268,56 @@ pub async fn connect_resuming(
             next_msgid: 1,
         }),
         waiting: std::sync::Mutex::new(Waiting::default()),
-        recovery: recovery.clone(),
+        recovery: options.recovery.clone(),
         ended,
         abort: Notify::new(),
         abandoned: Notify::new(),
     });
     let (events_tx, events) = mpsc::unbounded_channel();
+    let taken = options.auto_ack.then(|| {
+        let taken = Arc::new(Taken::default());
+        tokio::spawn(ack_loop(shared.clone(), taken.clone()));
+        taken
+    });
     tokio::spawn(read_loop(stream, shared.clone(), events_tx, ended_tx));
     let engine = Engine {
         owner: Arc::new(Owner(shared)),
     };
-    Ok((engine, EventStream { events }))
+    Ok((engine, EventStream { events, taken }))
+}
+
+/// With auto-ack: the highest msgid of a message the application has taken from the
+/// [`EventStream`], and the wake-up of the task that acknowledges it.
+#[derive(Default)]
+struct Taken {
+    msgid: AtomicU64,
+    wake: Notify,
+}
+
+/// Acknowledges what the application has taken, one cumulative `ack` per wake-up (a burst taken
+/// while an ack is being written is covered by the next one), until the connection ends.
+async fn ack_loop(shared: Arc<Shared>, taken: Arc<Taken>) {
+    let mut ended = shared.ended.clone();
+    let mut acked = 0;
+    loop {
+        tokio::select! {
+            () = taken.wake.notified() => {}
+            _ = ended.wait_for(|e| *e) => return,
+        }
+        let msgid = taken.msgid.load(Ordering::Acquire);
+        if msgid > acked {
+            let text = serde_json::to_string(&Call::Ack { msgid }).unwrap_or_default();
+            let mut writer = shared.writer.lock().await;
+            if writer
+                .write(&shared.ended, WsMessage::text(text))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            acked = msgid;
+        }
+    }
 }
 
 /// `http://HOST:PORT[/prefix]` → `ws://HOST:PORT[/prefix]/ws?appId=…`.
@@ -546,6 +660,14 @@ impl Engine {
             .await
     }
 
+    /// Acknowledges every message up to and including `msgid` (the protocol's cumulative `ack`
+    /// call): the application has processed them. Needed only with auto-ack off
+    /// ([`ConnectOptions::auto_ack`]); an ack never moves back, and the server counts one beyond
+    /// the last message it sent as that message. Silent.
+    pub async fn ack(&self, msgid: u64) -> Result<(), CallError> {
+        self.send(&Call::Ack { msgid }).await
+    }
+
     /// Sends any call of the protocol, as a text frame. The call methods above are this plus the
     /// SDK's timing; the `send_*` methods write numbered send frames instead.
     pub async fn send(&self, call: &Call) -> Result<(), CallError> {
@@ -644,16 +766,38 @@ enum Payload<'a> {
 /// The events of one connection, in order; ends after [`Event::ConnectionClosed`].
 ///
 /// Also a [`Stream`] of [`Event`]s. The queue behind it is unbounded so that the connection never
-/// waits for the application; read it steadily.
-#[derive(Debug)]
+/// waits for the application; read it steadily. With auto-ack (the default), taking a message
+/// from here is what acknowledges it.
 pub struct EventStream {
     events: mpsc::UnboundedReceiver<Event>,
+    taken: Option<Arc<Taken>>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("auto_ack", &self.taken.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventStream {
     /// The next event, or `None` after [`Event::ConnectionClosed`].
     pub async fn recv(&mut self) -> Option<Event> {
-        self.events.recv().await
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let polled = self.events.poll_recv(cx);
+        if let (Poll::Ready(Some(e)), Some(taken)) = (&polled, &self.taken) {
+            if let Some(msgid) = e.received_msgid() {
+                taken.msgid.fetch_max(msgid, Ordering::Release);
+                // One stored wake-up at most: the messages taken before the ack task runs
+                // share its one ack.
+                taken.wake.notify_one();
+            }
+        }
+        polled
     }
 }
 
@@ -661,7 +805,7 @@ impl Stream for EventStream {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.events.poll_recv(cx)
+        self.poll_event(cx)
     }
 }
 
@@ -947,7 +1091,7 @@ fn control_event(
 }
 
 /// Where an app's streams are, kept across connections so that a new connection resumes them
-/// (see [`connect_resuming`]): for each login and room membership, the epoch and position of
+/// (see [`ConnectOptions::recovery`]): for each login and room membership, the epoch and position of
 /// the last message received. Cloning shares it.
 #[derive(Debug, Clone, Default)]
 pub struct Recovery {

@@ -44,7 +44,8 @@ pub enum Event {
     },
     /// `onRecovery` (Herald's): the answer to a login or join that resumed a stream (the SDK
     /// resumes by itself when the connection was made with
-    /// [`connect_resuming`](crate::connect_resuming) and it knows where the stream was). Comes
+    /// [`ConnectOptions::recovery`](crate::ConnectOptions::recovery) and it knows where the
+    /// stream was). Comes
     /// right after the `LoginResult` / `RoomStateChanged`, before the replayed messages.
     Recovery {
         /// The room of a membership's stream; empty for the login's.
@@ -464,6 +465,20 @@ impl Event {
     }
 
     /// The event of a decoded message frame.
+    /// The connection's msgid of a received message (the `…Received…` events): what
+    /// [`Engine::ack`](crate::Engine::ack) takes. `None` for every other event.
+    pub fn received_msgid(&self) -> Option<u64> {
+        match self {
+            Event::UserMessageReceivedOutsideRoom { msgid, .. }
+            | Event::UserBinaryMessageReceivedOutsideRoom { msgid, .. }
+            | Event::UserMessageReceived { msgid, .. }
+            | Event::UserBinaryMessageReceived { msgid, .. }
+            | Event::RoomMessageReceived { msgid, .. }
+            | Event::RoomBinaryMessageReceived { msgid, .. } => Some(*msgid),
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_message(m: ReceivedMessage) -> Event {
         let ReceivedMessage {
             kind,

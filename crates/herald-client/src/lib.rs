@@ -12,7 +12,9 @@
 //!   message arrive on the stream as [`Event`]s named after the vendor's callbacks
 //!   (`onLoginResult`, `onUserMessageSendResultOutsideRoom`, `onUserJoined`,
 //!   `onRoomMessageReceived`, …). A background task owns the socket, decodes frames and answers
-//!   pings. ([`connection`], [`event`])
+//!   pings. Each message the application takes from the stream is acknowledged to the server
+//!   (one cumulative `ack` per burst; [`ConnectOptions::auto_ack`] turns it off, and
+//!   [`Engine::ack`] acknowledges by hand). ([`connection`], [`event`])
 //! - **Business servers** send messages with [`OpenApiClient`]: `SendUnicast`, `SendRoomUnicast`,
 //!   `BatchSendRoomUnicast` and `SendBroadcast`, signed with the vendor's V4 signature, in version
 //!   `2023-07-20` or `2020-12-01`. Every HTTP answer comes back as an [`ApiResponse`] holding the
@@ -37,8 +39,8 @@ pub mod openapi;
 pub mod tls;
 
 pub use connection::{
-    connect, connect_resuming, connect_with_tls, CallError, ConnectError, Engine, EventStream,
-    Recovery,
+    connect, connect_with, connect_with_tls, CallError, ConnectError, ConnectOptions, Engine,
+    EventStream, Recovery,
 };
 pub use event::Event;
 pub use herald_proto::openapi::DeliveryReport;

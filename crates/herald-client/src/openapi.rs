@@ -89,7 +89,8 @@ impl ApiResponse {
     }
 
     /// `Result.DeliveryReport`, when the call asked for one
-    /// ([`OpenApiClient::with_delivery_report`]) and succeeded.
+    /// ([`OpenApiClient::with_delivery_report`], or [`OpenApiClient::with_ack_timeout_ms`]: then
+    /// its `acked` is `Some`) and succeeded.
     pub fn delivery_report(&self) -> Option<DeliveryReport> {
         let r = self.body.pointer("/Result/DeliveryReport")?;
         serde_json::from_value(r.clone()).ok()
@@ -154,6 +155,8 @@ pub struct OpenApiClient {
     session_token: Option<String>,
     version: ApiVersion,
     delivery_report: bool,
+    /// Milliseconds each messaging call waits for its recipients' acks, if set.
+    ack_timeout_ms: Option<u32>,
 }
 
 impl OpenApiClient {
@@ -189,6 +192,7 @@ impl OpenApiClient {
             session_token: None,
             version: ApiVersion::V20230720,
             delivery_report: false,
+            ack_timeout_ms: None,
         })
     }
 
@@ -226,6 +230,25 @@ impl OpenApiClient {
     /// cloud does not know it.
     pub fn with_delivery_report(mut self, on: bool) -> Self {
         self.delivery_report = on;
+        self
+    }
+
+    /// Makes every messaging call wait up to `ms` milliseconds (1 to 5000; Herald refuses
+    /// anything else with `InvalidParameter`) for its recipients' clients to acknowledge the
+    /// message (the header `X-Herald-Ack-Timeout-Ms`), and report them in the delivery report's
+    /// `Acked` list ([`ApiResponse::delivery_report`], field `acked`). Implies a delivery report.
+    /// `None` (the default) does not wait. A Herald extension.
+    ///
+    /// ```
+    /// use herald_client::OpenApiClient;
+    ///
+    /// let api = OpenApiClient::new("http://127.0.0.1:8080", "AK…", "SK…")?
+    ///     .with_ack_timeout_ms(Some(2000));
+    /// # let _ = api;
+    /// # Ok::<(), herald_client::InvalidEndpoint>(())
+    /// ```
+    pub fn with_ack_timeout_ms(mut self, ms: Option<u32>) -> Self {
+        self.ack_timeout_ms = ms;
         self
     }
 
@@ -350,6 +373,9 @@ impl OpenApiClient {
         if self.delivery_report {
             // Not signed, as the vendor's SDKs leave extra headers.
             request = request.header("X-Herald-Delivery-Report", "true");
+        }
+        if let Some(ms) = self.ack_timeout_ms {
+            request = request.header("X-Herald-Ack-Timeout-Ms", ms);
         }
         let response = request.send().await.map_err(OpenApiError::Transport)?;
         let status = response.status().as_u16();

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use herald_client::{
-    connect, CallError, ConnectError, Engine, Event, EventStream, Message, OpenApiClient,
-    OpenApiError,
+    connect, connect_with, CallError, ConnectError, ConnectOptions, DeliveryReport, Engine, Event,
+    EventStream, Message, OpenApiClient, OpenApiError,
 };
 use herald_proto::client::{
     online_status, room_send_result, room_state, send_result, user_leave_reason,
@@ -1100,4 +1100,147 @@ async fn the_delivery_report_names_each_recipient() {
         .unwrap();
     assert_eq!(r.body["Result"], json!({"Message": "Success"}));
     assert_eq!(r.delivery_report(), None);
+}
+
+/// Where `uid` is in a report made with an ack timeout: each recipient is in exactly one list.
+fn list_of(report: &DeliveryReport, uid: &str) -> &'static str {
+    let acked = report.acked.as_ref().expect("an Acked list");
+    let lists: Vec<&'static str> = [
+        ("Acked", acked),
+        ("Written", &report.written),
+        ("Queued", &report.queued),
+        ("NotOnline", &report.not_online),
+        ("NotInRoom", &report.not_in_room),
+        ("SlowConsumer", &report.slow_consumer),
+        ("Unknown", &report.unknown),
+    ]
+    .into_iter()
+    .filter(|(_, l)| l.iter().any(|u| u == uid))
+    .map(|(k, _)| k)
+    .collect();
+    assert_eq!(lists.len(), 1, "{uid} in {lists:?}: {report:?}");
+    lists[0]
+}
+
+/// The SDK acknowledges a message once the application has taken it from the event stream;
+/// with auto-ack off, only `Engine::ack` does.
+#[tokio::test]
+async fn the_sdk_acknowledges_what_the_application_takes() {
+    let (_server, base) = start_with("presence_events = false").await;
+    let (_auto, mut auto_events) = user(&base, "auto", &["r1"]).await;
+    let (manual, mut manual_events) =
+        connect_with(&base, APP_ID, &ConnectOptions::default().auto_ack(false))
+            .await
+            .unwrap();
+    manual.login(&token("manual", ""), "manual").await.unwrap();
+    assert!(matches!(
+        next(&mut manual_events).await,
+        Event::LoginResult { .. }
+    ));
+    join(&manual, &mut manual_events, "r1", "manual").await;
+    let api = OpenApiClient::new(&base, AK, SK).unwrap();
+    let send = |ms: u32| {
+        let api = api.clone().with_ack_timeout_ms(Some(ms));
+        async move {
+            let r = api
+                .batch_send_room_unicast(
+                    APP_ID,
+                    "r1",
+                    "bot",
+                    &["auto", "manual"],
+                    Message::Text("m".into()),
+                )
+                .await
+                .unwrap();
+            r.delivery_report().expect("a report")
+        }
+    };
+
+    // Not taken from the stream yet: not acknowledged.
+    let report = send(200).await;
+    assert_ne!(list_of(&report, "auto"), "Acked");
+    assert_ne!(list_of(&report, "manual"), "Acked");
+    // Taking it acknowledges it (and the one before it). The manual engine keeps this call
+    // waiting its whole timeout.
+    let pending = tokio::spawn(send(2000));
+    for _ in 0..2 {
+        assert!(next(&mut auto_events).await.received_msgid().is_some());
+    }
+    let report = pending.await.unwrap();
+    assert_eq!(list_of(&report, "auto"), "Acked");
+    assert_ne!(list_of(&report, "manual"), "Acked", "auto-ack is off");
+    // By hand: the manual engine acknowledges what it has processed.
+    let pending = tokio::spawn(send(5000));
+    let mut last = 0;
+    for _ in 0..3 {
+        last = next(&mut manual_events).await.received_msgid().unwrap();
+    }
+    assert_eq!(last, 3);
+    manual.ack(last).await.unwrap();
+    assert!(next(&mut auto_events).await.received_msgid().is_some());
+    let report = pending.await.unwrap();
+    assert_eq!(
+        report.acked,
+        Some(vec!["auto".to_owned(), "manual".to_owned()])
+    );
+}
+
+/// Under load: 600 members, each an SDK connection reading its stream in its own task, get
+/// rounds of concurrent batch sends and broadcasts that wait for acks. Every call reports every
+/// member acked, and every member received every message, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recipient_of_a_600_member_batch_acks() {
+    const MEMBERS: usize = 600;
+    const ROUNDS: usize = 25;
+    const CALLS_PER_ROUND: usize = 4;
+    let (_server, base) = start_with("presence_events = false\nqps_limit = 1000").await;
+    let uids: Vec<String> = (0..MEMBERS).map(|i| format!("m{i:03}")).collect();
+    let mut readers = Vec::new();
+    for uid in &uids {
+        let (engine, mut events) = connect(&base, APP_ID).await.unwrap();
+        join(&engine, &mut events, "big", uid).await;
+        // Counts the messages it takes, checking their msgids follow one another.
+        readers.push(tokio::spawn(async move {
+            let mut taken = 0;
+            while let Some(e) = events.recv().await {
+                if let Some(msgid) = e.received_msgid() {
+                    taken += 1;
+                    assert_eq!(msgid, taken);
+                    if taken == (ROUNDS * CALLS_PER_ROUND) as u64 {
+                        break;
+                    }
+                }
+            }
+            // Kept open until the end: a connection closed right after taking its last message
+            // may close before that message's ack is written.
+            (taken, engine)
+        }));
+    }
+    let api = OpenApiClient::new(&base, AK, SK)
+        .unwrap()
+        .with_ack_timeout_ms(Some(5000));
+    for round in 0..ROUNDS {
+        let calls = (0..CALLS_PER_ROUND).map(|i| {
+            let (api, uids) = (api.clone(), &uids);
+            async move {
+                let text = Message::Text(format!("round {round} call {i}"));
+                let r = if i % 2 == 0 {
+                    api.batch_send_room_unicast(APP_ID, "big", "bot", uids, text)
+                        .await
+                } else {
+                    api.send_broadcast(APP_ID, "big", "bot", text).await
+                };
+                r.unwrap().delivery_report().expect("a report")
+            }
+        });
+        for report in futures_util::future::join_all(calls).await {
+            let acked = report.acked.as_ref().expect("an Acked list");
+            assert_eq!(acked.len(), MEMBERS, "round {round}: {report:?}");
+            assert_eq!(report.named().count(), MEMBERS);
+            assert_eq!(acked, &uids);
+        }
+    }
+    for r in readers {
+        assert_eq!(r.await.unwrap().0, (ROUNDS * CALLS_PER_ROUND) as u64);
+    }
 }

@@ -55,6 +55,11 @@ pub trait Outbox: Send + Sync {
     fn written(&self) -> u64 {
         0
     }
+    /// The highest msgid the client has acknowledged processing (cumulative; 0: none, or not
+    /// tracked): what a call that waits for acks calls acked.
+    fn acked(&self) -> u64 {
+        0
+    }
 }
 
 /// Where a recipient's copy of a message went: its connection's outbox and the msgid it got there.
@@ -71,6 +76,11 @@ impl Receipt<'_> {
     /// Whether the connection has written the message to its socket by now.
     pub fn written(&self) -> bool {
         self.outbox.written() >= self.msgid
+    }
+
+    /// Whether the client has acknowledged processing the message by now.
+    pub fn acked(&self) -> bool {
+        self.outbox.acked() >= self.msgid
     }
 }
 
@@ -227,6 +237,9 @@ pub enum Outcome {
     /// The recipient has no connection, but its stream is held for recovery: the message is
     /// kept and replayed if the user resumes within the window.
     Held,
+    /// Queued, and acknowledged by the recipient's client within the wait of a call that asked
+    /// for acks (the hub never reports it; the edge does, from the [`Receipt`]).
+    Acked,
 }
 
 /// Counts of a send's outcomes.
@@ -250,7 +263,7 @@ impl Summary {
     /// Counts one recipient's outcome.
     pub fn add(&mut self, o: Outcome) {
         match o {
-            Outcome::Queued | Outcome::Written => self.queued += 1,
+            Outcome::Queued | Outcome::Written | Outcome::Acked => self.queued += 1,
             Outcome::NotOnline => self.not_online += 1,
             Outcome::NotInRoom => self.not_in_room += 1,
             Outcome::SlowConsumer => self.slow_consumer += 1,

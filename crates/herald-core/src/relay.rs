@@ -9,6 +9,7 @@
 //! ```text
 //! D\n<app>\n<flags>\n<accepted µs>\n<room>\n<except uid>\n<uid,uid,…|*>\n<body…>   deliver
 //! R\n<node>\n<call id>\nD\n…                                                  deliver, and report
+//! A\n<node>\n<call id>\n<ack ms>\nD\n…                                        deliver, wait for acks, report
 //! O\n<call id>\n<node>\n<count>\n(<outcome letter><uid>\n)*                      outcomes reported
 //! L\n<app>\n<uid>\n<version>\n                                                  login taken over
 //! M\n<app>\n<room>\n<uid>\n<version>\n                                          membership taken over
@@ -16,6 +17,11 @@
 //! Q\n<app>\n<room>\n<uid>\n<reason>\n                                           left elsewhere
 //! K\n<app>\n<room>\n<uid>\n                                                     KickUser
 //! ```
+//!
+//! Outcome letters: `Q` queued, `W` written, `A` acked, `N` not online, `R` not in room, `S` slow
+//! consumer, `F` forwarded. `A` (instead of `R`) asks the receiving node to wait up to `<ack ms>`
+//! (1..=[`MAX_ACK_WAIT_MS`]) for its recipients' acks before it reports; a node that does not
+//! know `A` drops the message, and its recipients are reported unknown.
 
 use bytes::Bytes;
 use herald_proto::client::Delivery;
@@ -32,6 +38,10 @@ pub enum Addressees {
     Room,
 }
 
+/// The longest a reported delivery may wait for acks, in milliseconds (the OpenAPI's bound on
+/// `X-Herald-Ack-Timeout-Ms`).
+pub const MAX_ACK_WAIT_MS: u32 = 5000;
+
 /// The node and call a delivery report goes back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportTo {
@@ -39,6 +49,9 @@ pub struct ReportTo {
     pub node: String,
     /// That node's id for the call.
     pub call: u64,
+    /// How long the receiving node waits for its recipients' acks before it reports, in
+    /// milliseconds (1..=[`MAX_ACK_WAIT_MS`]); `None`: it reports at once.
+    pub ack_wait_ms: Option<u32>,
 }
 
 /// One message from another node.
@@ -137,7 +150,16 @@ pub fn deliver_prefix(
     report: Option<&ReportTo>,
 ) -> Vec<u8> {
     let mut out = match report {
-        Some(r) => format!("R\n{}\n{}\n", r.node, r.call),
+        Some(ReportTo {
+            node,
+            call,
+            ack_wait_ms: None,
+        }) => format!("R\n{node}\n{call}\n"),
+        Some(ReportTo {
+            node,
+            call,
+            ack_wait_ms: Some(ms),
+        }) => format!("A\n{node}\n{call}\n{ms}\n"),
         None => String::new(),
     };
     out.push_str(&format!(
@@ -158,6 +180,7 @@ fn outcome_letter(o: Outcome) -> char {
         Outcome::SlowConsumer => 'S',
         Outcome::Forwarded => 'F',
         Outcome::Held => 'H',
+        Outcome::Acked => 'A',
     }
 }
 
@@ -170,6 +193,7 @@ fn letter_outcome(c: u8) -> Result<Outcome, Malformed> {
         b'S' => Outcome::SlowConsumer,
         b'F' => Outcome::Forwarded,
         b'H' => Outcome::Held,
+        b'A' => Outcome::Acked,
         _ => return Err(Malformed("unknown outcome")),
     })
 }
@@ -264,11 +288,20 @@ pub fn decode(data: &Bytes) -> Result<NodeMessage, Malformed> {
     let (kind, _) = fields(data, 1)?;
     let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     match kind[0] {
-        "R" => {
-            let (f, rest) = fields(data, 3)?;
+        kind @ ("R" | "A") => {
+            let waits = kind == "A";
+            let (f, rest) = fields(data, if waits { 4 } else { 3 })?;
+            let ack_wait_ms = match waits {
+                false => None,
+                true => match number(f[3])? {
+                    ms @ 1..=MAX_ACK_WAIT_MS => Some(ms),
+                    _ => return Err(Malformed("ack wait out of bounds")),
+                },
+            };
             let report = ReportTo {
                 node: f[1].to_owned(),
                 call: number(f[2])?,
+                ack_wait_ms,
             };
             // Only a delivery without a report of its own may follow.
             let mut msg = decode(&data.slice(data.len() - rest.len()..))?;
@@ -405,6 +438,20 @@ mod tests {
             report: Some(ReportTo {
                 node: "node-a".into(),
                 call: 77,
+                ack_wait_ms: None,
+            }),
+        });
+        roundtrip(NodeMessage::Deliver {
+            app: "a".into(),
+            delivery: d.clone(),
+            accepted: Timestamp::from_micros(5),
+            room: "r1".into(),
+            except: String::new(),
+            to: Addressees::Users(vec!["u1".into(), "u2".into()]),
+            report: Some(ReportTo {
+                node: "node-a".into(),
+                call: 78,
+                ack_wait_ms: Some(MAX_ACK_WAIT_MS),
             }),
         });
         roundtrip(NodeMessage::Outcomes {
@@ -416,6 +463,7 @@ mod tests {
                 ("u3".into(), Outcome::NotOnline),
                 ("u4".into(), Outcome::NotInRoom),
                 ("u5".into(), Outcome::SlowConsumer),
+                ("u6".into(), Outcome::Acked),
             ],
         });
         roundtrip(NodeMessage::Outcomes {
@@ -475,6 +523,14 @@ mod tests {
             b"O\n1\nn\n99999999\nQu\n",
             b"O\n1\nn\n1\nZu\n",
             b"O\n1\nn\n1\n\n",
+            b"A\nnode\n1\n",
+            b"A\nnode\n1\n0\nD\na\n0\n1\n\n\n*\n",
+            b"A\nnode\n1\n5001\nD\na\n0\n1\n\n\n*\n",
+            b"A\nnode\n1\n-5\nD\na\n0\n1\n\n\n*\n",
+            b"A\nnode\n1\nx\nD\na\n0\n1\n\n\n*\n",
+            b"A\nnode\n1\n100\nL\na\nu\n1\n",
+            b"A\nnode\n1\n100\nR\nnode\n1\nD\na\n0\n1\n\n\n*\n",
+            b"R\nnode\n1\nA\nnode\n1\n100\nD\na\n0\n1\n\n\n*\n",
             b"\xff\n",
         ] {
             assert!(decode(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");

@@ -207,6 +207,14 @@ pub enum Call {
         /// The business server's URL; must match the app's allow-list.
         url: String,
     },
+    /// Acknowledge processing: the client has processed every message frame up to and including
+    /// `msgid` on this connection (cumulative). Silent. A `msgid` beyond the highest one the
+    /// connection was given counts as that one, and acks never move backwards.
+    #[serde(rename = "ack")]
+    Ack {
+        /// The connection's msgid of the last message processed.
+        msgid: u64,
+    },
 }
 
 /// A place in one user's stream: the stream's epoch and a message's position in it. Each login
@@ -744,6 +752,32 @@ impl SendFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_is_a_non_negative_integer_msgid() {
+        assert_eq!(
+            Call::decode(br#"{"call":"ack","msgid":7}"#).unwrap(),
+            Call::Ack { msgid: 7 }
+        );
+        assert_eq!(
+            serde_json::to_string(&Call::Ack { msgid: 0 }).unwrap(),
+            r#"{"call":"ack","msgid":0}"#
+        );
+        for bad in [
+            &br#"{"call":"ack"}"#[..],
+            br#"{"call":"ack","msgid":-1}"#,
+            br#"{"call":"ack","msgid":1.5}"#,
+            br#"{"call":"ack","msgid":"3"}"#,
+            br#"{"call":"ack","msgid":18446744073709551616}"#,
+            br#"{"call":"ack","msgid":1,"msgid":2}"#,
+        ] {
+            assert!(
+                Call::decode(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn calls_use_the_vendor_names() {

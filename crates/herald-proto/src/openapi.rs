@@ -722,6 +722,10 @@ pub struct DeliveryReport {
     /// Nodes that held recipients and did not report in time (for a broadcast, their members
     /// cannot be named: a non-zero count means the report is incomplete).
     pub nodes_not_reporting: u32,
+    /// Acknowledged by the recipient's client within the call's wait: present only when the call
+    /// asked to wait for acks (`X-Herald-Ack-Timeout-Ms`); these recipients are in no other list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<Vec<String>>,
 }
 
 impl DeliveryReport {
@@ -735,11 +739,15 @@ impl DeliveryReport {
             .chain(&self.slow_consumer)
             .chain(&self.held)
             .chain(&self.unknown)
+            .chain(self.acked.iter().flatten())
     }
 
-    /// The recipients the message reached: written or queued on their connection.
+    /// The recipients the message reached: written or queued on their connection, or acked.
     pub fn reached(&self) -> impl Iterator<Item = &String> {
-        self.written.iter().chain(&self.queued)
+        self.written
+            .iter()
+            .chain(&self.queued)
+            .chain(self.acked.iter().flatten())
     }
 
     /// Sorts each list, so a report reads the same whatever order the nodes answered in.
@@ -754,6 +762,9 @@ impl DeliveryReport {
             &mut self.unknown,
         ] {
             list.sort_unstable();
+        }
+        if let Some(acked) = &mut self.acked {
+            acked.sort_unstable();
         }
     }
 }

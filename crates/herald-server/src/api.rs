@@ -13,8 +13,9 @@ use bytes::Bytes;
 use herald_core::hub::SendError;
 use herald_proto::ids::AppId;
 use herald_proto::openapi::{
-    self, parse_kick_request, parse_room_query, parse_send_request, ApiError, Envelope, ErrorCode,
-    Operation, ResponseMetadata, RoomOnlineUsers, SendResult, MAX_BODY_BYTES, SERVICE,
+    self, parse_kick_request, parse_room_query, parse_send_request, ApiError, DeliveryReport,
+    Envelope, ErrorCode, Operation, ResponseMetadata, RoomOnlineUsers, SendResult, MAX_BODY_BYTES,
+    SERVICE,
 };
 use herald_proto::sign::{self, Authorization, ReceivedRequest, SignError};
 use http::{header, HeaderMap, Method, Response, StatusCode};
@@ -86,7 +87,7 @@ enum Answer {
         #[serde(rename = "Message")]
         message: &'static str,
         #[serde(rename = "DeliveryReport")]
-        report: Report,
+        report: DeliveryReport,
     },
 }
 
@@ -293,15 +294,19 @@ async fn call(
         Operation::Send(action) => {
             let wants_report =
                 report::requested(headers).map_err(|m| err(ErrorCode::InvalidParameter, m))?;
+            // Waiting for acks implies a report (the acks are reported in it).
+            let ack_timeout =
+                report::ack_timeout(headers).map_err(|m| err(ErrorCode::InvalidParameter, m))?;
             let req = parse_send_request(action, &body)?;
             authorize(shared, &access_key, &req.app_id)?;
-            let mut report = wants_report.then(Report::default);
+            let mut report =
+                (wants_report || ack_timeout.is_some()).then(|| Report::new(ack_timeout));
             let summary = shared.send(&req, now, report.as_mut()).await?;
             shared.metrics.accepted(&summary);
             Ok(match report {
                 Some(report) => Answer::Reported {
                     message: "Success",
-                    report,
+                    report: report.lists,
                 },
                 None => success(),
             })

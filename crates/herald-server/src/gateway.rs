@@ -445,6 +445,11 @@ async fn handle_call(
         Call::SetServerParams { signature, url } => {
             hub.set_server_params(app, session, &signature, &url);
         }
+        Call::Ack { msgid } => {
+            if outbox.ack(msgid) {
+                shared.acks.advanced();
+            }
+        }
     }
 }
 

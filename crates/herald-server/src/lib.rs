@@ -20,6 +20,7 @@
 //! it gracefully. Configuration is parsed once into a [`config::Config`]. Time comes from
 //! a [`clock::Clock`], so tests can stop it.
 
+pub mod acks;
 pub mod admin;
 pub mod api;
 pub mod clock;
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<limits::ConnectionLimits>,
     /// `[tls]`: the handshake every accepted connection goes through first.
     pub(crate) tls: Option<tls::Acceptor>,
+    /// Wakes the API calls waiting for acks when a client acknowledges.
+    pub(crate) acks: Arc<acks::AckSignal>,
 }
 
 impl Shared {
@@ -107,7 +110,8 @@ impl Shared {
                     })
                     .map_err(cluster::RouteError::Refused)?;
                 if let Some(r) = report {
-                    r.sort();
+                    r.settle(&self.acks).await;
+                    r.lists.sort();
                 }
                 Ok(summary)
             }
@@ -117,7 +121,7 @@ impl Shared {
                     .app(req.app_id.as_str())
                     .map(|a| a.qps_limit)
                     .ok_or(cluster::RouteError::Refused(SendError::UnknownApp))?;
-                c.send(&self.hub, req, limit, now, report).await
+                c.send(&self.hub, &self.acks, req, limit, now, report).await
             }
         }
     }
@@ -222,9 +226,10 @@ impl Server {
             webhooks,
             limits,
             tls,
+            acks: Arc::default(),
         });
         if let Some(c) = cluster {
-            tokio::spawn(c.run(hub, clock, shared.shutdown.clone()));
+            tokio::spawn(c.run(hub, clock, shared.acks.clone(), shared.shutdown.clone()));
         }
         if shared.config.recovery.window_messages > 0 {
             tokio::spawn(expire_streams(shared.clone()));

@@ -63,7 +63,6 @@ pub struct Closing {
 struct Queue {
     items: VecDeque<Item>,
     bytes: usize,
-    next_msgid: u64,
     closing: Option<Closing>,
     /// Messages dropped from the queue after they were accepted.
     discarded: u32,
@@ -92,6 +91,11 @@ pub struct ConnOutbox {
     wake: Notify,
     /// The highest msgid the writer has written to the socket.
     written: AtomicU64,
+    /// The highest msgid given to a message so far: assigned under the queue lock, read without
+    /// it to bound acks.
+    given: AtomicU64,
+    /// The highest msgid the client has acknowledged (`ack`), never above `given`.
+    acked: AtomicU64,
 }
 
 impl ConnOutbox {
@@ -101,13 +105,14 @@ impl ConnOutbox {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 bytes: 0,
-                next_msgid: 1,
                 closing: None,
                 discarded: 0,
             }),
             limit: limit_bytes,
             wake: Notify::new(),
             written: AtomicU64::new(0),
+            given: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
         }
     }
 
@@ -132,9 +137,10 @@ impl ConnOutbox {
         }
         let mut id = 0;
         if let Item::Message { msgid, .. } = &mut item {
-            id = q.next_msgid;
+            // Under the queue lock: msgids follow queue order.
+            id = self.given.load(Ordering::Relaxed) + 1;
             *msgid = id;
-            q.next_msgid += 1;
+            self.given.store(id, Ordering::Release);
         }
         q.bytes += cost;
         q.items.push_back(item);
@@ -196,6 +202,16 @@ impl ConnOutbox {
         self.written.fetch_max(msgid, Ordering::Release);
     }
 
+    /// The client acknowledged every message up to `msgid` (an `ack` call). A msgid beyond the
+    /// last one given to a message counts as that one (a client cannot acknowledge what it was
+    /// never sent), and the acked msgid never moves back. Returns whether it advanced, so the
+    /// caller wakes the calls waiting for acks only then. Takes no lock.
+    pub fn ack(&self, msgid: u64) -> bool {
+        let n = msgid.min(self.given.load(Ordering::Acquire));
+        // SeqCst: pairs with the waiters' count in `acks::AckSignal` (see there).
+        self.acked.fetch_max(n, Ordering::SeqCst) < n
+    }
+
     /// Waits until something is queued or closing is requested.
     pub async fn wait(&self) {
         self.wake.notified().await;
@@ -218,5 +234,9 @@ impl Outbox for ConnOutbox {
 
     fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
     }
 }

@@ -596,3 +596,66 @@ async fn delivery_reports_cross_nodes() {
         assert_eq!(text_message(m).await, "all");
     }
 }
+
+/// Acks cross nodes: each node waits for its own recipients' acks before it reports, so a call
+/// on one node lists as `Acked` the members of every node that acknowledged, and a member that
+/// never acks stays `Written` or `Queued`.
+#[tokio::test]
+async fn acks_cross_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let n = nodes(&redis, false, None).await;
+    let (a1, a2, a3) = (n[0].local_addr(), n[1].local_addr(), n[2].local_addr());
+    let now = system_now();
+    let mut ackers = vec![acker(login(a1, "alice", now).await)];
+    for (addr, uid) in [(a2, "bob"), (a3, "carol"), (a1, "dave")] {
+        let mut c = ws(addr, APP).await;
+        join(&mut c, "r", uid, now).await;
+        ackers.push(acker(c));
+    }
+    let mut erin = ws(a2, APP).await;
+    join(&mut erin, "r", "erin", now).await;
+    let waited = |addr, action, mut body: serde_json::Value| async move {
+        body["AppId"] = json!(APP);
+        body["From"] = json!("srv");
+        body["Binary"] = json!(false);
+        let mut c = Call::new(action, body, now);
+        c.unsigned.push(("X-Herald-Ack-Timeout-Ms", "1500"));
+        let r = c.send(addr).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["Result"]["DeliveryReport"].clone()
+    };
+    let silent = |rep: &serde_json::Value| {
+        ["Written", "Queued"]
+            .iter()
+            .any(|k| rep[k].as_array().unwrap().contains(&json!("erin")))
+    };
+
+    // On n3: carol is local, bob and erin on n2, dave on n1, zed nowhere.
+    let rep = waited(
+        a3,
+        "BatchSendRoomUnicast",
+        json!({"RoomId":"r","To":["zed","erin","dave","carol","bob"],"Message":"batch"}),
+    )
+    .await;
+    assert_eq!(rep["Acked"], json!(["bob", "carol", "dave"]), "{rep}");
+    assert!(silent(&rep), "{rep}");
+    assert_eq!(rep["NotInRoom"], json!(["zed"]));
+    assert_eq!(
+        (rep["Unknown"].clone(), rep["NodesNotReporting"].clone()),
+        (json!([]), json!(0))
+    );
+    assert_eq!(text_message(&mut erin).await, "batch");
+
+    // On n2, to a login on n1.
+    let rep = waited(a2, "SendUnicast", json!({"To":"alice","Message":"hi"})).await;
+    assert_eq!(rep["Acked"], json!(["alice"]), "{rep}");
+
+    // A broadcast on n1 names the members of every node.
+    let rep = waited(a1, "SendBroadcast", json!({"RoomId":"r","Message":"all"})).await;
+    assert_eq!(rep["Acked"], json!(["bob", "carol", "dave"]), "{rep}");
+    assert!(silent(&rep), "{rep}");
+    assert_eq!(text_message(&mut erin).await, "all");
+    for a in ackers {
+        a.abort();
+    }
+}

@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use herald_client::{connect_resuming, Engine, Event, EventStream, Recovery, Tls};
+use herald_client::{connect_with, ConnectOptions, Engine, Event, EventStream, Recovery};
 use herald_server::config::Config;
 use herald_server::Server;
 use serde_json::json;
@@ -76,9 +76,10 @@ async fn login_sdk(
     now: i64,
 ) -> (Engine, EventStream) {
     let base = format!("http://{server}");
-    let (engine, mut events) = connect_resuming(&base, APP, &Tls::default(), recovery)
-        .await
-        .unwrap();
+    let (engine, mut events) =
+        connect_with(&base, APP, &ConnectOptions::default().recovery(recovery))
+            .await
+            .unwrap();
     engine.login(&token("", uid, now), uid).await.unwrap();
     match next_event(&mut events).await {
         Event::LoginResult { error_code: 0, .. } => {}

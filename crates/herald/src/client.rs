@@ -16,7 +16,7 @@ use std::io::{BufRead as _, Write as _};
 
 use anyhow::anyhow;
 use base64::Engine as _;
-use herald_client::{connect_with_tls, CallError, ConnectError, Engine, Event};
+use herald_client::{connect_with, CallError, ConnectError, ConnectOptions, Engine, Event};
 use herald_proto::client::Call;
 use herald_server::config::dev;
 use serde::Deserialize;
@@ -33,6 +33,7 @@ use crate::CliError;
   {"call":"logout"}
   {"call":"getPeerOnlineStatus","peerUserId":"u2"}
   {"call":"setServerParams","signature":"s","url":"http://biz.example/rtc"}
+  {"call":"ack","msgid":3}   (with --no-auto-ack; otherwise each printed message is acked)
   {"call":"sendUserMessageOutsideRoom","uid":"u2","message":"hi"}
   {"call":"sendUserMessage","roomId":"r1","uid":"u2","message":"hi"}
   {"call":"sendRoomMessage","roomId":"r1","message":"hi"}
@@ -62,11 +63,17 @@ pub struct Args {
     /// The AppId.
     #[arg(long, default_value = dev::APP_ID)]
     app_id: String,
+    /// Do not acknowledge received messages by themselves; send {"call":"ack","msgid":N} lines.
+    #[arg(long)]
+    no_auto_ack: bool,
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
     let tls = crate::tls(args.ca_cert.as_deref())?;
-    let (engine, mut events) = connect_with_tls(&args.server, &args.app_id, &tls)
+    let options = ConnectOptions::default()
+        .tls(tls)
+        .auto_ack(!args.no_auto_ack);
+    let (engine, mut events) = connect_with(&args.server, &args.app_id, &options)
         .await
         .map_err(|e| match e {
             ConnectError::InvalidServer(_) => CliError::usage(e),
@@ -166,6 +173,7 @@ async fn run_call(engine: &Engine, call: &Call) -> Result<(), CallError> {
         }
         Call::SetServerParams { signature, url } => engine.set_server_params(signature, url).await,
         Call::UpdateToken { room_id, token } => engine.update_token(room_id, token).await,
+        Call::Ack { msgid } => engine.ack(*msgid).await,
     }
 }
 

@@ -70,6 +70,11 @@ pub struct Args {
     /// printed answer then names each recipient's outcome in Result.DeliveryReport.
     #[arg(long)]
     report: bool,
+    /// Wait up to MS milliseconds (1 to 5000) for the recipients' clients to acknowledge the
+    /// message (X-Herald-Ack-Timeout-Ms, a Herald extension; implies --report): the printed
+    /// report then lists them in Result.DeliveryReport.Acked.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=5000))]
+    ack_timeout_ms: Option<u32>,
 }
 
 /// The four messaging actions, spelled as in `?Action=`.
@@ -110,7 +115,8 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
         .with_tls(&tls)
         .with_region(&args.region)
         .with_version(args.api_version.into())
-        .with_delivery_report(args.report);
+        .with_delivery_report(args.report)
+        .with_ack_timeout_ms(args.ack_timeout_ms);
     let message = if args.binary {
         Message::Base64(args.message)
     } else {

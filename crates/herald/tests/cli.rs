@@ -336,6 +336,33 @@ fn a_client_receives_what_send_sends_in_the_documented_lines() {
         r#"{"event":"onUserMessageReceived","roomId":"r1","msgid":3,"uid":"server_bot","message":"both"}"#
     );
 
+    // --ack-timeout-ms waits for acks; `herald client` acknowledges each message it prints.
+    let o = send(
+        &base,
+        &[
+            "SendRoomUnicast",
+            "--room",
+            "r1",
+            "--to",
+            "u2",
+            "--message",
+            "acked",
+            "--ack-timeout-ms",
+            "5000",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let envelope: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        envelope["Result"]["DeliveryReport"]["Acked"],
+        serde_json::json!(["u2"]),
+        "{envelope}"
+    );
+    assert_eq!(
+        out2.next(),
+        r#"{"event":"onUserMessageReceived","roomId":"r1","msgid":4,"uid":"server_bot","message":"acked"}"#
+    );
+
     // An error envelope is printed too, with exit code 1.
     let o = herald(&[
         "send",
@@ -519,6 +546,26 @@ fn send_checks_recipients_before_calling() {
         ],
         &["send", "SendUnicast", "--to", "u1"],
         &["send", "Fly", "--to", "u1", "--message", "x"],
+        &[
+            "send",
+            "SendUnicast",
+            "--to",
+            "u1",
+            "--message",
+            "x",
+            "--ack-timeout-ms",
+            "5001",
+        ],
+        &[
+            "send",
+            "SendUnicast",
+            "--to",
+            "u1",
+            "--message",
+            "x",
+            "--ack-timeout-ms",
+            "0",
+        ],
         &[
             "send",
             "SendUnicast",

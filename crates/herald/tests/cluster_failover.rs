@@ -218,16 +218,19 @@ async fn a_killed_node_stops_holding_its_users_and_its_clients_move() {
 
 /// A node that holds recipients and does not answer (stopped with SIGSTOP, still alive for the
 /// cluster until its heartbeat expires) makes a delivery report incomplete, and says so: its
-/// recipients are `Unknown` and `NodesNotReporting` counts it, after `command_timeout_ms`.
+/// recipients are `Unknown` and `NodesNotReporting` counts it, after `command_timeout_ms`; so it
+/// does for a call that waits for acks, whose live recipients are `Acked`.
 #[tokio::test]
 async fn a_node_that_does_not_report_leaves_its_recipients_unknown() {
     let Some(redis) = Redis::start() else { return };
     let Pair {
         nodes: (_n1, n2),
         s1,
-        bob: _bob,
+        bob: (_bob, mut bob_events),
         carol: _carol,
     } = pair(&redis).await;
+    // Bob's SDK acknowledges what is taken from his stream.
+    let bob_reader = tokio::spawn(async move { while bob_events.recv().await.is_some() {} });
     let api = OpenApiClient::new(&s1, AK, SK)
         .unwrap()
         .with_delivery_report(true);
@@ -253,7 +256,21 @@ async fn a_node_that_does_not_report_leaves_its_recipients_unknown() {
         .await
         .unwrap();
     let waited = started.elapsed();
+    let acked = api
+        .clone()
+        .with_ack_timeout_ms(Some(300))
+        .call("BatchSendRoomUnicast", "2023-07-20", &batch)
+        .await
+        .unwrap()
+        .delivery_report()
+        .expect("a report");
     signal("-CONT");
+    bob_reader.abort();
+    assert_eq!(acked.acked, Some(vec!["bob".to_owned()]), "{acked:?}");
+    assert_eq!(
+        (acked.unknown.as_slice(), acked.nodes_not_reporting),
+        (&["carol".to_owned()][..], 1)
+    );
     let report = r.delivery_report().expect("a report");
     assert_eq!(report.reached().collect::<Vec<_>>(), ["bob"], "{report:?}");
     assert_eq!(

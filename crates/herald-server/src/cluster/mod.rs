@@ -28,12 +28,13 @@ use herald_core::relay::{self, NodeMessage, ReportTo};
 use herald_core::time::Timestamp;
 use herald_proto::client::{user_leave_reason, StreamPos};
 use herald_proto::ids::{AppId, RoomId, UserId};
-use herald_proto::openapi::{SendRequest, Target};
+use herald_proto::openapi::{DeliveryReport, SendRequest, Target};
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::acks::{self, AckSignal, Awaited};
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::report::{self, Report};
@@ -275,7 +276,12 @@ struct Pending<'a> {
 
 impl Pending<'_> {
     /// Adds up to `nodes` reports to `report`, waiting at most `wait`. Returns how many came.
-    async fn collect(&mut self, nodes: usize, wait: Duration, report: &mut Report) -> usize {
+    async fn collect(
+        &mut self,
+        nodes: usize,
+        wait: Duration,
+        report: &mut DeliveryReport,
+    ) -> usize {
         let deadline = tokio::time::Instant::now() + wait;
         let mut answered = 0;
         while answered < nodes {
@@ -378,13 +384,16 @@ impl Cluster {
         self: Arc<Self>,
         hub: Arc<Hub>,
         clock: Arc<dyn Clock>,
+        acks: Arc<AckSignal>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let rx = self.ops.lock().take();
         let writer = rx.map(|rx| tokio::spawn(self.clone().write_loop(rx)));
         let mut backoff = Duration::from_millis(100);
         loop {
-            let session = self.clone().session(hub.clone(), clock.clone());
+            let session = self
+                .clone()
+                .session(hub.clone(), clock.clone(), acks.clone());
             tokio::select! {
                 r = session => {
                     if let Err(e) = r {
@@ -445,7 +454,12 @@ impl Cluster {
     }
 
     /// One connection's life: returns when it fails.
-    async fn session(self: Arc<Self>, hub: Arc<Hub>, clock: Arc<dyn Clock>) -> Result<(), String> {
+    async fn session(
+        self: Arc<Self>,
+        hub: Arc<Hub>,
+        clock: Arc<dyn Clock>,
+        acks: Arc<AckSignal>,
+    ) -> Result<(), String> {
         let timeout = Duration::from_millis(self.config.command_timeout_ms);
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -490,7 +504,7 @@ impl Cluster {
                             self.reports.answer(call, outcomes);
                         }
                         Ok(msg @ NodeMessage::Deliver { report: Some(_), .. }) => {
-                            self.deliver_and_report(&hub, &msg, &conn, clock.now());
+                            self.deliver_and_report(&hub, &acks, &msg, &conn, clock.now());
                         }
                         Ok(msg) => {
                             hub.apply(&msg, clock.now(), |_, _, _| {});
@@ -509,10 +523,12 @@ impl Cluster {
         }
     }
 
-    /// Delivers another node's reported message here and publishes the outcomes back to it.
+    /// Delivers another node's reported message here and publishes the outcomes back to it;
+    /// when the call waits for acks, after waiting (bounded) for its recipients' acks here.
     fn deliver_and_report(
         &self,
         hub: &Hub,
+        acks: &Arc<AckSignal>,
         msg: &NodeMessage,
         conn: &MultiplexedConnection,
         now: Timestamp,
@@ -524,18 +540,33 @@ impl Cluster {
             return;
         };
         let mut outcomes = Vec::new();
+        let mut awaited = Vec::new();
         hub.apply(msg, now, |u, o, receipt| {
-            outcomes.push((u.to_string(), o.now(receipt)));
+            match (to.ack_wait_ms, o, receipt) {
+                (Some(_), Outcome::Queued, Some(r)) => awaited.push(Awaited::new(u.to_string(), r)),
+                _ => outcomes.push((u.to_string(), o.now(receipt))),
+            }
         });
-        let answer = relay::encode(&NodeMessage::Outcomes {
-            call: to.call,
-            node: self.node.clone(),
-            outcomes,
-        });
+        let (call, node) = (to.call, self.node.clone());
+        let wait = to.ack_wait_ms.map(|ms| Duration::from_millis(ms.into()));
         let channel = channel(&to.node);
         let mut conn = conn.clone();
+        let acks = acks.clone();
         self.stats.published.fetch_add(1, Relaxed);
+        // One task per reported delivery (none per recipient); the wait holds no lock.
         tokio::spawn(async move {
+            if let Some(wait) = wait {
+                acks::wait(&acks, &awaited, tokio::time::Instant::now() + wait).await;
+                outcomes.extend(awaited.into_iter().map(|a| {
+                    let o = a.outcome();
+                    (a.uid, o)
+                }));
+            }
+            let answer = relay::encode(&NodeMessage::Outcomes {
+                call,
+                node,
+                outcomes,
+            });
             let _ = redis::cmd("PUBLISH")
                 .arg(channel)
                 .arg(answer)
@@ -973,6 +1004,7 @@ impl Cluster {
     pub async fn send(
         &self,
         hub: &Hub,
+        acks: &AckSignal,
         req: &SendRequest,
         qps_limit: u32,
         now: Timestamp,
@@ -988,9 +1020,11 @@ impl Cluster {
         let room_s = room.map(RoomId::as_str).unwrap_or("");
         // Registered before the call, so no answer can arrive before it is awaited.
         let mut pending = report.is_some().then(|| self.reports.register());
+        let ack_timeout = report.as_ref().and_then(|r| r.ack_timeout());
         let report_to = pending.as_ref().map(|p| ReportTo {
             node: self.node.clone(),
             call: p.call,
+            ack_wait_ms: ack_timeout.map(|t| t.as_millis() as u32),
         });
         let prefix = relay::deliver_prefix(
             req.app_id.as_str(),
@@ -1084,7 +1118,7 @@ impl Cluster {
                     Some(rep) => {
                         let names = names(items.get(2));
                         for u in &names {
-                            report::add(rep, u.to_string(), gone);
+                            report::add(&mut rep.lists, u.to_string(), gone);
                         }
                         names.len() as i64
                     }
@@ -1103,8 +1137,22 @@ impl Cluster {
         };
         self.stats.published.fetch_add(nodes.max(0) as u64, Relaxed);
         if let (Some(rep), Some(p)) = (report, pending.as_mut()) {
-            let wait = Duration::from_millis(self.config.command_timeout_ms);
-            let answered = p.collect(nodes.max(0) as usize, wait, rep).await;
+            // Other nodes wait for their recipients' acks as long as this one does, then report.
+            let wait = Duration::from_millis(self.config.command_timeout_ms)
+                + ack_timeout.unwrap_or_default();
+            let local = rep.take_ack_wait();
+            let (answered, ()) = tokio::join!(
+                p.collect(nodes.max(0) as usize, wait, &mut rep.lists),
+                async {
+                    if let Some(w) = &local {
+                        w.wait(acks).await;
+                    }
+                }
+            );
+            let rep = &mut rep.lists;
+            if let Some(w) = local {
+                w.list(rep);
+            }
             rep.nodes_not_reporting = (nodes.max(0) as usize - answered) as u32;
             // Recipients of a batch that no answer named: held by a node that did not report.
             let mut named: std::collections::HashSet<String> = rep.named().cloned().collect();

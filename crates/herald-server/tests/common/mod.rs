@@ -318,6 +318,23 @@ pub async fn message(ws: &mut Ws) -> ReceivedMessage {
     }
 }
 
+/// A raw client that acknowledges every message as soon as it has read it (the `ack` call), for
+/// as long as it is open.
+pub fn acker(mut ws: Ws) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = ws.next().await {
+            if let Message::Binary(b) = frame {
+                let m = ReceivedMessage::decode(b).unwrap();
+                send_call(
+                    &mut ws,
+                    serde_json::json!({"call": "ack", "msgid": m.msgid}),
+                )
+                .await;
+            }
+        }
+    })
+}
+
 pub async fn login(addr: SocketAddr, uid: &str, now: i64) -> Ws {
     let mut ws = ws(addr, APP).await;
     send_call(

@@ -1,7 +1,7 @@
 -- An OpenAPI message: the app's rate limit, the From rule, then one PUBLISH per node that holds
 -- recipients. ARGV: app, me, now_us, limit, rate_member, kind (U|R|B), from, room, prefix, body,
 -- uids... Returns {'rate', retry_us} | {'from'} | {'ok', here (uids), missing (count; with a
--- delivery report, the prefix starting with R: the uids), forwarded (count), nodes forwarded to}
+-- delivery report, the prefix starting with R or A: the uids), forwarded (count), nodes forwarded to}
 -- (U|R) | {'ok', here (0|1), nodes forwarded to} (B).
 local app, me, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local limit, kind, from, room = tonumber(ARGV[4]), ARGV[6], ARGV[7], ARGV[8]
@@ -26,7 +26,8 @@ local uids = {}
 for i = 11, #ARGV do uids[#uids + 1] = ARGV[i] end
 if #uids == 0 then return {'ok', {}, {}, 0, 0} end
 local vals = redis.call('HMGET', hk, unpack(uids))
-local report = string.sub(prefix, 1, 2) == 'R\n'
+local lead = string.sub(prefix, 1, 2)
+local report = lead == 'R\n' or lead == 'A\n'
 local here, missing, gone, forwarded, per, order = {}, 0, {}, 0, {}, {}
 for i, u in ipairs(uids) do
   local v = vals[i]
