@@ -253,7 +253,7 @@ async fn a_report_without_the_wait_has_no_acked_list() {
     let r = c.send(addr).await;
     let rep = report(&r).as_object().unwrap();
     assert!(!rep.contains_key("Acked"), "{rep:?}");
-    assert_eq!(rep.len(), 7);
+    assert_eq!(rep.len(), 8);
     // With both headers, and with the report header saying false: the wait implies a report.
     for with in ["true", "false"] {
         let mut c = call(

@@ -70,8 +70,9 @@ access_keys = [{{ ak = "{AK}", sk = "{SK}" }}]
     let node = Node(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let up = metrics(port).contains("herald_cluster_redis_up 1");
-        if up {
+        // Ready, not only connected: a node still syncing with Redis takes joins locally, and
+        // the other node would not see them (docs/cluster.md, "/readyz").
+        if get(port, "/readyz").starts_with("HTTP/1.1 200") {
             return node;
         }
         assert!(
@@ -82,13 +83,14 @@ access_keys = [{{ ak = "{AK}", sk = "{SK}" }}]
     }
 }
 
-/// `GET /metrics` over a plain socket ("" if the node does not answer yet).
-fn metrics(port: u16) -> String {
+/// `GET path` over a plain socket: the whole response ("" if the node does not answer yet).
+fn get(port: u16, path: &str) -> String {
     use std::io::{Read as _, Write as _};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(request.as_bytes());
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
