@@ -659,3 +659,86 @@ async fn acks_cross_nodes() {
         a.abort();
     }
 }
+
+/// Recovery in a cluster as docs/cluster.md states it: a takeover on the same node carries the
+/// stream on (and messages routed from other nodes meanwhile are replayed); a resume on another
+/// node, or after the node saw the connection end, is answered `recovered: false`, never a
+/// recovery it cannot make.
+#[tokio::test]
+async fn recovery_holds_on_the_same_node_and_says_so_elsewhere() {
+    let Some(redis) = Redis::start() else { return };
+    let n = nodes(&redis, false, None).await;
+    let now = system_now();
+    let (a, b, c) = (n[0].local_addr(), n[1].local_addr(), n[2].local_addr());
+    let unicast =
+        |text: &'static str| json!({"AppId":APP,"From":"srv","To":"alice","Message":text});
+    let login_resuming = |resume: serde_json::Value| json!({"call":"login","token":token("", "alice", now),"uid":"alice","resume":resume});
+    let mut first = ws(a, APP).await;
+    send_call(
+        &mut first,
+        json!({"call":"login","token":token("", "alice", now),"uid":"alice"}),
+    )
+    .await;
+    let epoch = event(&mut first).await["stream"]["epoch"].clone();
+    // Sent from other nodes: positions 1 and 2 of alice's stream on node a.
+    ok(b, "SendUnicast", unicast("one"), now).await;
+    ok(c, "SendUnicast", unicast("two"), now).await;
+    assert_eq!(message(&mut first).await.pos.unwrap().position, 1);
+    assert_eq!(message(&mut first).await.pos.unwrap().position, 2);
+
+    // A second connection to the same node takes the login over while the first is still
+    // there, resuming after 1: "two" comes back, then what is new.
+    let mut second = ws(a, APP).await;
+    send_call(
+        &mut second,
+        login_resuming(json!({"epoch":epoch,"position":1})),
+    )
+    .await;
+    let answer = event(&mut second).await;
+    assert_eq!(answer["stream"]["recovered"], true, "{answer}");
+    assert_eq!(answer["stream"]["replayed"], 1);
+    assert_eq!(message(&mut second).await.payload.as_ref(), b"two");
+    ok(b, "SendUnicast", unicast("three"), now).await;
+    let m = message(&mut second).await;
+    assert_eq!(
+        (m.pos.unwrap().position, m.payload.as_ref()),
+        (3, &b"three"[..])
+    );
+
+    // On another node the stream is not known: told plainly, nothing replayed.
+    let mut elsewhere = ws(b, APP).await;
+    send_call(
+        &mut elsewhere,
+        login_resuming(json!({"epoch":epoch,"position":2})),
+    )
+    .await;
+    let answer = event(&mut elsewhere).await;
+    assert_eq!(answer["errorCode"], 0);
+    assert_eq!(answer["stream"]["recovered"], false, "{answer}");
+    assert_eq!(answer["stream"]["replayed"], 0);
+    ok(c, "SendUnicast", unicast("four"), now).await;
+    assert_eq!(text_message(&mut elsewhere).await, "four");
+    let new_epoch = answer["stream"]["epoch"].clone();
+
+    // Back on node b after its connection ended: no stream was held, so no recovery is claimed.
+    drop(elsewhere);
+    drop(second);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(b, "herald_connections").await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "node b still holds the connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut back = ws(b, APP).await;
+    send_call(
+        &mut back,
+        login_resuming(json!({"epoch":new_epoch,"position":1})),
+    )
+    .await;
+    let answer = event(&mut back).await;
+    assert_eq!(answer["stream"]["recovered"], false, "{answer}");
+    assert_eq!(metric(b, "herald_held_streams").await, 0.0);
+}
