@@ -6,7 +6,9 @@
 //! for a connection itself, under the app lock, so a client always sees its `onLoginResult` before
 //! any message that the login made possible, and events in the order the state changed.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -367,12 +369,87 @@ struct Joined {
     warned: bool,
 }
 
+/// One connection. Most connections never join a room or set server parameters, and every
+/// byte here is paid per connection (and about 1.6 times, with the map's free buckets), so what
+/// is rare lives behind a pointer.
 struct Session {
     outbox: Arc<dyn Outbox>,
     login: Option<UserId>,
-    rooms: HashMap<RoomId, Joined>,
+    rooms: Rooms,
     sends: Gcra,
-    server_params: Option<ServerParams>,
+    server_params: Option<Box<ServerParams>>,
+}
+
+/// The rooms one connection has joined: a map that costs one pointer until the first join.
+/// (Boxed on purpose: an empty `HashMap` is 48 bytes inline, paid by every connection.)
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+struct Rooms(Option<Box<HashMap<RoomId, Joined>>>);
+
+impl Rooms {
+    fn get<Q: Hash + Eq + ?Sized>(&self, room: &Q) -> Option<&Joined>
+    where
+        RoomId: Borrow<Q>,
+    {
+        self.0.as_ref()?.get(room)
+    }
+    fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, room: &Q) -> Option<&mut Joined>
+    where
+        RoomId: Borrow<Q>,
+    {
+        self.0.as_mut()?.get_mut(room)
+    }
+    fn get_key_value<Q: Hash + Eq + ?Sized>(&self, room: &Q) -> Option<(&RoomId, &Joined)>
+    where
+        RoomId: Borrow<Q>,
+    {
+        self.0.as_ref()?.get_key_value(room)
+    }
+    fn contains_key<Q: Hash + Eq + ?Sized>(&self, room: &Q) -> bool
+    where
+        RoomId: Borrow<Q>,
+    {
+        self.get(room).is_some()
+    }
+    fn insert(&mut self, room: RoomId, joined: Joined) {
+        self.0
+            .get_or_insert_with(Default::default)
+            .insert(room, joined);
+    }
+    fn remove_entry<Q: Hash + Eq + ?Sized>(&mut self, room: &Q) -> Option<(RoomId, Joined)>
+    where
+        RoomId: Borrow<Q>,
+    {
+        let map = self.0.as_mut()?;
+        let entry = map.remove_entry(room);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        entry
+    }
+    fn remove<Q: Hash + Eq + ?Sized>(&mut self, room: &Q) -> Option<Joined>
+    where
+        RoomId: Borrow<Q>,
+    {
+        self.remove_entry(room).map(|(_, j)| j)
+    }
+    fn iter(&self) -> impl Iterator<Item = (&RoomId, &Joined)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&RoomId, &mut Joined)> {
+        self.0.iter_mut().flat_map(|m| m.iter_mut())
+    }
+    fn values(&self) -> impl Iterator<Item = &Joined> {
+        self.iter().map(|(_, j)| j)
+    }
+}
+
+impl IntoIterator for Rooms {
+    type Item = (RoomId, Joined);
+    type IntoIter = std::iter::Flatten<std::option::IntoIter<HashMap<RoomId, Joined>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.map(|b| *b).into_iter().flatten()
+    }
 }
 
 #[derive(Default)]
@@ -500,7 +577,7 @@ impl Hub {
             Session {
                 outbox,
                 login: None,
-                rooms: HashMap::new(),
+                rooms: Rooms::default(),
                 sends: Gcra::default(),
                 server_params: None,
             },
@@ -1203,10 +1280,10 @@ impl Hub {
             me.server_params = None;
             send_result::SERVER_PARAMS_NOT_SET
         } else {
-            me.server_params = Some(ServerParams {
+            me.server_params = Some(Box::new(ServerParams {
                 signature: signature.to_owned(),
                 url: url.to_owned(),
-            });
+            }));
             send_result::SERVER_PARAMS_SET
         };
         me.outbox
@@ -1349,7 +1426,7 @@ impl Hub {
         });
         let error = match outcome {
             Ok(()) if op == SendOp::Server => {
-                let params = me.server_params.clone();
+                let params = me.server_params.as_deref().cloned();
                 return params.map_or(
                     ClientSent::Answered(send_result::SERVER_PARAMS_NOT_SET),
                     ClientSent::Upstream,
@@ -2003,5 +2080,21 @@ impl Hub {
                 self.end_taken_membership(app.as_str(), room.as_str(), uid.as_str(), u64::MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection pays for a session entry and, logged in, a login entry (each about 1.6
+    /// times over, with the maps' free buckets): the idle-memory target (docs/performance.md)
+    /// rests on these staying small.
+    #[test]
+    fn per_connection_entries_stay_small() {
+        let session = std::mem::size_of::<Session>();
+        let member = std::mem::size_of::<Member>();
+        assert!(session <= 64, "Session is {session} bytes");
+        assert!(member <= 56, "Member is {member} bytes");
     }
 }
