@@ -196,21 +196,27 @@ async fn run<T: Transport>(shared: Arc<Shared>, app: String, stream: T, already_
     // would keep that buffer allocated while the connection is idle.
     drop(already_read);
 
-    let writer = write_loop::<T>(wr, outbox.clone(), shared.clone());
-    tokio::pin!(writer);
-    let mut shutdown = shared.shutdown.clone();
-    tokio::select! {
-        closing = read_loop::<T>(&shared, &app, session, &outbox, &mut reader, &mut rd) => {
-            tracing::debug!(app, session, code = closing.code, reason = closing.reason, "closing");
-            outbox.close(closing);
-            let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
-        }
-        () = &mut writer => {}
-        () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-            outbox.close(Closing { code: ws::GOING_AWAY, reason: "server shutting down", discard: false });
-            let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
+    // The writer lives in this block only: an `async fn` reserves, for its whole life, room for
+    // the largest set of locals alive across one await, and the writer beside the linger's
+    // buffer below would be the largest (docs/performance.md).
+    {
+        let writer = write_loop::<T>(wr, outbox.clone(), shared.clone());
+        tokio::pin!(writer);
+        let mut shutdown = shared.shutdown.clone();
+        tokio::select! {
+            closing = read_loop::<T>(&shared, &app, session, &outbox, &mut reader, &mut rd) => {
+                tracing::debug!(app, session, code = closing.code, reason = closing.reason, "closing");
+                outbox.close(closing);
+                let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
+            }
+            () = &mut writer => {}
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                outbox.close(Closing { code: ws::GOING_AWAY, reason: "server shutting down", discard: false });
+                let _ = tokio::time::timeout(g.write_timeout(), &mut writer).await;
+            }
         }
     }
+    drop(reader);
     // Messages accepted for this connection that it will never get: cut off as a slow consumer,
     // or still queued when the connection ended.
     let reason = match outbox.closing().map(|c| c.code) {
@@ -225,8 +231,9 @@ async fn run<T: Transport>(shared: Arc<Shared>, app: String, stream: T, already_
     tracing::debug!(app, session, "connection closed");
     // Closing a socket with unread input makes the kernel send a reset, which can destroy the
     // close frame before the peer reads it: read (and discard) until the peer closes, briefly.
+    // On the heap, and only now: a buffer in the task would cost every idle connection.
+    let mut sink = vec![0u8; 1024];
     let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 1024];
         while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
