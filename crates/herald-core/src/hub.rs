@@ -340,6 +340,9 @@ pub struct Stats {
     pub held_streams: u64,
 }
 
+/// The connection a login or membership was taken from, to be told it lost it.
+type Replaced = (SessionId, Arc<dyn Outbox>);
+
 struct Member {
     session: SessionId,
     outbox: Arc<dyn Outbox>,
@@ -563,9 +566,24 @@ impl Hub {
         self.window
     }
 
-    /// A stream for a login or membership that has none here.
-    fn new_stream(&self) -> Stream {
-        Stream::new(self.next_epoch.fetch_add(1, Ordering::Relaxed))
+    /// The stream a new login or membership goes on with: the one of the connection it takes
+    /// over (returned with that connection, to be told), else the one held since its user's
+    /// connection was lost, unless that has expired, else a new one.
+    fn stream_for(
+        &self,
+        replaced: Option<Member>,
+        held: Option<Held>,
+        now: Timestamp,
+    ) -> (Option<Replaced>, Stream) {
+        if let Some(m) = replaced {
+            return (Some((m.session, m.outbox)), m.stream);
+        }
+        let held = held.filter(|h| !h.expired(now, &self.window));
+        let epoch = || self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        (
+            None,
+            held.map_or_else(|| Stream::new(epoch()), |h| h.stream),
+        )
     }
 
     /// Registers a new connection for `app`. `None` if the app is not served.
@@ -684,17 +702,8 @@ impl Hub {
             Ok(_) if me.login.is_some() => login_error::LOGIN_FAILED,
             Ok(LoginTicket { uid: user, resume }) => {
                 let outbox = me.outbox.clone();
-                let old = st.logins.remove(&user);
-                let held = take_held(st.held_logins.remove(&user), now, &self.window);
-                let (old, mut stream) = match old {
-                    Some(Member {
-                        session,
-                        outbox,
-                        stream,
-                        ..
-                    }) => (Some((session, outbox)), stream),
-                    None => (None, held.unwrap_or_else(|| self.new_stream())),
-                };
+                let held = st.held_logins.remove(&user);
+                let (old, mut stream) = self.stream_for(st.logins.remove(&user), held, now);
                 opened = self.open(&mut stream, resume, now);
                 let member = Member {
                     session,
@@ -874,20 +883,12 @@ impl Hub {
                         if held.is_empty() {
                             st.held_members.remove(&r);
                         }
-                        take_held(h, now, &self.window)
+                        h
                     }
                     None => None,
                 };
                 let members = st.rooms.entry(r.clone()).or_default();
-                let (replaced, mut stream) = match members.remove(&u) {
-                    Some(Member {
-                        session,
-                        outbox,
-                        stream,
-                        ..
-                    }) => (Some((session, outbox)), stream),
-                    None => (None, held.unwrap_or_else(|| self.new_stream())),
-                };
+                let (replaced, mut stream) = self.stream_for(members.remove(&u), held, now);
                 let opened = self.open(&mut stream, resume, now);
                 let member = Member {
                     session,
@@ -1780,11 +1781,6 @@ impl Hub {
             _ => false,
         }
     }
-}
-
-/// A held stream taken back by a new login or membership, unless it has expired.
-fn take_held(held: Option<Held>, now: Timestamp, w: &Window) -> Option<Stream> {
-    held.filter(|h| !h.expired(now, w)).map(|h| h.stream)
 }
 
 /// A stream being opened for a login or membership: what its answer says, and the messages a

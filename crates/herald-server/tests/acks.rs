@@ -9,20 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn call<'a>(action: &'a str, body: Value, now: i64, ack_ms: &'a str) -> Call<'a> {
-    let mut body = body;
-    body["AppId"] = json!(APP);
-    body["From"] = json!("srv");
-    body["Binary"] = json!(false);
-    let mut c = Call::new(action, body, now);
-    c.unsigned.push(("X-Herald-Ack-Timeout-Ms", ack_ms));
-    c
-}
-
-/// The report of a successful call.
-fn report(r: &Reply) -> &Value {
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["Result"]["Message"], "Success");
-    &r.body["Result"]["DeliveryReport"]
+    messaging_call(action, body, now, Some(("X-Herald-Ack-Timeout-Ms", ack_ms)))
 }
 
 /// The list `uid` is in; panics unless it is in exactly one.

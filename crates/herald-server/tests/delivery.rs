@@ -8,22 +8,8 @@ use common::*;
 use serde_json::{json, Value};
 
 fn call<'a>(action: &'a str, body: Value, now: i64, report: Option<&'a str>) -> Call<'a> {
-    let mut body = body;
-    body["AppId"] = json!(APP);
-    body["From"] = json!("srv");
-    body["Binary"] = json!(false);
-    let mut c = Call::new(action, body, now);
-    if let Some(v) = report {
-        c.unsigned.push(("X-Herald-Delivery-Report", v));
-    }
-    c
-}
-
-/// The report of a successful call, with every list sorted.
-fn report(r: &Reply) -> &Value {
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["Result"]["Message"], "Success");
-    &r.body["Result"]["DeliveryReport"]
+    let header = report.map(|v| ("X-Herald-Delivery-Report", v));
+    messaging_call(action, body, now, header)
 }
 
 /// Whether `uid` is reported as reached: written to its connection, or queued on it.

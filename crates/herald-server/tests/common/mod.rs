@@ -449,3 +449,26 @@ pub async fn http_receiver(
     });
     (addr, rx)
 }
+
+/// A messaging call of `APP` from `srv` (text), with `header` added unsigned when given, as a
+/// caller adds the delivery-report and ack headers.
+pub fn messaging_call<'a>(
+    action: &'a str,
+    mut body: serde_json::Value,
+    now: i64,
+    header: Option<(&'a str, &'a str)>,
+) -> Call<'a> {
+    body["AppId"] = serde_json::json!(APP);
+    body["From"] = serde_json::json!("srv");
+    body["Binary"] = serde_json::json!(false);
+    let mut c = Call::new(action, body, now);
+    c.unsigned.extend(header);
+    c
+}
+
+/// The delivery report of a successful messaging call.
+pub fn report(r: &Reply) -> &serde_json::Value {
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["Result"]["Message"], "Success");
+    &r.body["Result"]["DeliveryReport"]
+}
