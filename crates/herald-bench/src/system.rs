@@ -24,8 +24,8 @@ use crate::server::{free_port, Ready, Running};
 pub enum System {
     /// Herald (`herald serve`).
     Herald,
-    /// Herald started as [`System::Herald`] but with recovery off (`[recovery]
-    /// window_messages = 0`): no message streams, so what recovery costs is the difference.
+    /// Herald started as `herald` is, but with recovery off (`[recovery] window_messages = 0`):
+    /// no message streams, so what recovery costs is the difference.
     #[value(name = "herald-norecovery")]
     #[serde(rename = "herald-norecovery")]
     HeraldNoRecovery,
