@@ -109,7 +109,11 @@ pub fn encode(
     let users = call.recipients.as_slice();
     let payload = message.as_bytes();
     match system {
-        System::Herald | System::Cluster1 | System::Cluster3 | System::BareAxum => {
+        System::Herald
+        | System::HeraldNoRecovery
+        | System::Cluster1
+        | System::Cluster3
+        | System::BareAxum => {
             let (action, body) = herald_body(call, load, message, apps);
             signed_request(host, &apps[call.app].key, action, &body)
         }

@@ -22,6 +22,7 @@ const SIZE: (u32, u32) = (960, 600);
 fn colour(system: System) -> RGBColor {
     match system {
         System::Herald => RGBColor(214, 39, 40),
+        System::HeraldNoRecovery => RGBColor(227, 119, 194),
         System::Nats => RGBColor(31, 119, 180),
         System::Mosquitto => RGBColor(44, 160, 44),
         System::Socketio => RGBColor(148, 103, 189),

@@ -103,7 +103,7 @@ impl Decoder {
     /// The decoder for a client of `system` that has just been set up.
     pub fn new(system: System) -> Decoder {
         match system {
-            System::Herald | System::Cluster1 | System::Cluster3 => {
+            System::Herald | System::HeraldNoRecovery | System::Cluster1 | System::Cluster3 => {
                 Decoder::Herald { last_msgid: 0 }
             }
             System::Nats => Decoder::Nats(Reassembly::default()),
@@ -206,7 +206,7 @@ pub async fn set_up(
 ) -> anyhow::Result<(WsClient, Decoder)> {
     let host = target.host();
     let ws = match system {
-        System::Herald | System::Cluster1 | System::Cluster3 => {
+        System::Herald | System::HeraldNoRecovery | System::Cluster1 | System::Cluster3 => {
             let mut ws = fleet::connect(target, index.unwrap_or(0), app).await?;
             if spec.login {
                 fleet::login(&mut ws, app, &spec.uid).await?;
@@ -297,7 +297,9 @@ pub async fn cycle(
     };
     let (mut ws, _) = set_up(system, target, app, &spec, None).await?;
     match system {
-        System::Herald | System::Cluster1 | System::Cluster3 => fleet::leave(&mut ws, room).await?,
+        System::Herald | System::HeraldNoRecovery | System::Cluster1 | System::Cluster3 => {
+            fleet::leave(&mut ws, room).await?
+        }
         System::Nats => {
             let mut out = Vec::new();
             nats::unsub(&mut out, 2);

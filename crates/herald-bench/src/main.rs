@@ -70,11 +70,13 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// Also run these peers and limits, each on every scenario it can do, side by side with
-    /// Herald (comma-separated).
+    /// Herald (comma-separated). `herald-norecovery` is Herald with recovery off, to measure
+    /// what recovery costs.
     #[arg(long, value_enum, value_delimiter = ',', requires = "herald_bin")]
     peers: Vec<System>,
     /// Run every peer and limit and Herald in cluster mode
-    /// (`--peers nats,mosquitto,socketio,raw-writer,bare-axum,cluster1,cluster3`).
+    /// (`--peers nats,mosquitto,socketio,raw-writer,bare-axum,cluster1,cluster3`; not
+    /// `herald-norecovery`).
     #[arg(long, conflicts_with = "peers", requires = "herald_bin")]
     all_peers: bool,
     /// The `nats-server` program.
@@ -388,6 +390,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn system_tag(system: System) -> &'static str {
     match system {
         System::Herald => "herald",
+        System::HeraldNoRecovery => "herald-norecovery",
         System::Nats => "nats",
         System::Mosquitto => "mosquitto",
         System::Socketio => "socketio",

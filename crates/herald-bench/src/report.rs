@@ -87,6 +87,15 @@ fn at_most(value: f64, limit: f64) -> String {
     }
 }
 
+/// `a / b` as a percentage, "–" when `b` is zero.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.0}%", a / b * 100.0)
+    } else {
+        "–".to_owned()
+    }
+}
+
 /// "met" or "missed: 62% of it", for a value that must be at least `floor`.
 fn at_least(value: f64, floor: f64) -> String {
     if value >= floor {
@@ -424,11 +433,7 @@ impl Report {
     /// Herald on one node against Herald in cluster mode on Redis (issue 4): the highest
     /// sustained step of each, p99 at half that rate, and what Redis did per API call.
     fn cross_node(&self, out: &mut String) {
-        if !self
-            .systems
-            .iter()
-            .any(|s| s.herald_nodes() > 0 && *s != System::Herald)
-        {
+        if !self.systems.iter().any(|s| s.is_cluster()) {
             return;
         }
         out.push_str("### Cluster mode\n\nHerald alone, and Herald in cluster mode on one `redis-server` with one node and with three nodes, all on this machine. The clients are spread over the nodes in turn, and so are the API connections, so two thirds of a call's recipients are on other nodes. Server CPU counts every node and Redis. Redis commands per call count the nodes' heartbeats too, and every command a script runs beside the `evalsha` that ran it.\n\n");
@@ -436,7 +441,7 @@ impl Report {
             let runs: Vec<(System, &Stepped)> = self
                 .stepped_by_title(&title)
                 .into_iter()
-                .filter(|(s, _)| s.herald_nodes() > 0)
+                .filter(|(s, _)| *s == System::Herald || s.is_cluster())
                 .collect();
             if runs.len() < 2 {
                 continue;
@@ -489,6 +494,113 @@ impl Report {
         }
     }
 
+    /// Herald with recovery on (the default) and off (issue 8): each scenario's figures side by
+    /// side, and their ratio on/off.
+    fn recovery(&self, out: &mut String) {
+        let (on, off) = (System::Herald, System::HeraldNoRecovery);
+        if !self.systems.contains(&off) {
+            return;
+        }
+        out.push_str("### Recovery on and off\n\nHerald as configured by default (`[recovery] window_messages = 1000`: a stream of the last messages per login and room membership) and the same server with `window_messages = 0`, fresh servers in turn on each scenario. Fan-out and broadcast: each one's highest sustained step, and both at the highest offered rate both sustained.\n\n");
+        let idle = self.idle_runs();
+        let idle_of = |s: System| idle.iter().find(|(x, _)| *x == s).map(|(_, i)| *i);
+        if let (Some(a), Some(b)) = (idle_of(on), idle_of(off)) {
+            let _ = writeln!(
+                out,
+                "| idle | recovery on | recovery off | on/off |\n|---|---:|---:|---:|\n| server RSS per connection | {:.0} B | {:.0} B | {} |\n",
+                a.server_rss_per_connection,
+                b.server_rss_per_connection,
+                ratio(a.server_rss_per_connection, b.server_rss_per_connection)
+            );
+        }
+        for title in self.stepped_titles() {
+            let runs = self.stepped_by_title(&title);
+            let run_of = |s: System| runs.iter().find(|(x, _)| *x == s).map(|(_, r)| *r);
+            let (Some(a), Some(b)) = (run_of(on), run_of(off)) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "**{title}** ({} clients, {} recipients per call):\n\n| | recovery on | recovery off | on/off |\n|---|---:|---:|---:|",
+                a.clients, a.recipients_per_call
+            );
+            let row = |out: &mut String,
+                       what: &str,
+                       x: Option<f64>,
+                       y: Option<f64>,
+                       f: fn(f64) -> String| {
+                let show = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), f);
+                let r = match (x, y) {
+                    (Some(x), Some(y)) => ratio(x, y),
+                    _ => "–".to_owned(),
+                };
+                let _ = writeln!(out, "| {what} | {} | {} | {r} |", show(x), show(y));
+            };
+            let (ba, bb) = (best(a), best(b));
+            let capped = match (a.capped, b.capped) {
+                (true, true) => " (both sustained every step: raise `--max-steps`)",
+                (true, false) => " (on sustained every step)",
+                (false, true) => " (off sustained every step)",
+                (false, false) => "",
+            };
+            row(
+                out,
+                &format!("highest sustained calls/s{capped}"),
+                ba.map(|s| s.achieved),
+                bb.map(|s| s.achieved),
+                rate,
+            );
+            row(
+                out,
+                "deliveries/s there",
+                ba.map(|s| s.deliveries_per_sec),
+                bb.map(|s| s.deliveries_per_sec),
+                rate,
+            );
+            row(
+                out,
+                "server CPU µs/delivery there",
+                ba.and_then(|s| s.server_cpu_us_per_delivery),
+                bb.and_then(|s| s.server_cpu_us_per_delivery),
+                |v| opt_us(Some(v)),
+            );
+            row(
+                out,
+                "p99 ms there",
+                ba.map(|s| s.latency.p99_ms),
+                bb.map(|s| s.latency.p99_ms),
+                ms,
+            );
+            row(
+                out,
+                "p99 ms at half that rate",
+                a.at_half.as_ref().map(|s| s.latency.p99_ms),
+                b.at_half.as_ref().map(|s| s.latency.p99_ms),
+                ms,
+            );
+            if let Some((r, x, y)) = same_rate(a, b) {
+                row(
+                    out,
+                    &format!(
+                        "server CPU µs/delivery at {} calls/s (both sustained)",
+                        rate(r)
+                    ),
+                    x.server_cpu_us_per_delivery,
+                    y.server_cpu_us_per_delivery,
+                    |v| opt_us(Some(v)),
+                );
+                row(
+                    out,
+                    &format!("p99 ms at {} calls/s", rate(r)),
+                    Some(x.latency.p99_ms),
+                    Some(y.latency.p99_ms),
+                    ms,
+                );
+            }
+            out.push('\n');
+        }
+    }
+
     /// The issue's targets, checked against this run.
     fn targets(&self, out: &mut String) {
         out.push_str("| target (issue 3) | Herald | compared with | |\n|---|---|---|---|\n");
@@ -523,6 +635,22 @@ impl Report {
                 );
             }
             if title.starts_with("fanout") {
+                if let Some(ob) = runs
+                    .iter()
+                    .find(|(s, _)| *s == System::HeraldNoRecovery)
+                    .and_then(|(_, r)| best(r))
+                {
+                    let on = best(herald).map_or(0.0, |b| b.deliveries_per_sec);
+                    let _ = writeln!(
+                        out,
+                        "| {title}, issue 8: deliveries/s with recovery on at least 85% of recovery off (highest sustained step of each) | {} ({} of off) | recovery off: {} (85% = {}) | {} |",
+                        rate(on),
+                        ratio(on, ob.deliveries_per_sec),
+                        rate(ob.deliveries_per_sec),
+                        rate(0.85 * ob.deliveries_per_sec),
+                        at_least(on, 0.85 * ob.deliveries_per_sec)
+                    );
+                }
                 if let Some(h) = &herald.at_half {
                     let p99 = h.latency.p99_ms;
                     let _ = writeln!(
@@ -663,6 +791,7 @@ impl Report {
         out.push_str("### Side by side\n\n");
         self.side_by_side(&mut out);
         self.cross_node(&mut out);
+        self.recovery(&mut out);
         out.push_str("### Targets\n\n");
         self.targets(&mut out);
         if !self.peer_losses.is_empty() {

@@ -24,6 +24,11 @@ use crate::server::{free_port, Ready, Running};
 pub enum System {
     /// Herald (`herald serve`).
     Herald,
+    /// Herald started as `herald` is, but with recovery off (`[recovery] window_messages = 0`):
+    /// no message streams, so what recovery costs is the difference.
+    #[value(name = "herald-norecovery")]
+    #[serde(rename = "herald-norecovery")]
+    HeraldNoRecovery,
     /// `nats-server` with its WebSocket listener.
     Nats,
     /// `mosquitto` with its WebSocket listener.
@@ -54,15 +59,24 @@ impl System {
     /// Herald in cluster mode, one node and three (`--peers cluster1,cluster3`).
     pub const CLUSTERS: [System; 2] = [System::Cluster1, System::Cluster3];
 
-    /// True for Herald, in either mode (its clients and API speak Herald's protocol).
+    /// True for Herald, in any mode or configuration (its clients and API speak Herald's
+    /// protocol).
     pub fn is_herald(self) -> bool {
-        matches!(self, System::Herald | System::Cluster1 | System::Cluster3)
+        matches!(
+            self,
+            System::Herald | System::HeraldNoRecovery | System::Cluster1 | System::Cluster3
+        )
+    }
+
+    /// True for Herald in cluster mode.
+    pub fn is_cluster(self) -> bool {
+        matches!(self, System::Cluster1 | System::Cluster3)
     }
 
     /// Herald nodes it runs (0 for the other systems).
     pub fn herald_nodes(self) -> usize {
         match self {
-            System::Herald | System::Cluster1 => 1,
+            System::Herald | System::HeraldNoRecovery | System::Cluster1 => 1,
             System::Cluster3 => 3,
             _ => 0,
         }
@@ -72,6 +86,7 @@ impl System {
     pub fn label(self) -> &'static str {
         match self {
             System::Herald => "Herald",
+            System::HeraldNoRecovery => "Herald, recovery off",
             System::Nats => "NATS",
             System::Mosquitto => "Mosquitto",
             System::Socketio => "Socket.IO",
@@ -84,11 +99,13 @@ impl System {
 
     /// Whether the system takes part in `scenario`. The bare axum handler delivers nothing: it is
     /// the limit of the unicast API path only. A cluster runs the room scenarios whose calls
-    /// reach many nodes (fan-out, broadcast).
+    /// reach many nodes (fan-out, broadcast). Herald with recovery off runs what Herald runs but
+    /// the soak.
     pub fn runs(self, scenario: Scenario) -> bool {
         if scenario == Scenario::Soak {
-            // It checks Herald's guarantees (nothing lost, order, slow consumers cut off).
-            return self.is_herald();
+            // It checks Herald's guarantees (nothing lost, order, slow consumers cut off), which
+            // recovery does not change.
+            return self.is_herald() && self != System::HeraldNoRecovery;
         }
         match self {
             System::BareAxum => scenario == Scenario::Unicast,
@@ -157,6 +174,14 @@ pub async fn start(
     let log = dir.join(format!("{tag}.log"));
     match system {
         System::Herald => Running::herald(&programs.herald, herald_config, log).await,
+        System::HeraldNoRecovery => {
+            let base = std::fs::read_to_string(herald_config)
+                .with_context(|| format!("cannot read {}", herald_config.display()))?;
+            let config = dir.join(format!("{tag}.toml"));
+            std::fs::write(&config, recovery_off_config(&base))
+                .with_context(|| format!("cannot write {}", config.display()))?;
+            Running::herald(&programs.herald, &config, log).await
+        }
         System::Nats | System::Mosquitto => {
             let (api, ws) = (free_port()?, free_port()?);
             let (text, program) = if system == System::Nats {
@@ -265,6 +290,12 @@ async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+/// Herald's benchmark configuration with recovery off: no stream per login and membership, and
+/// message frames without a stream position.
+fn recovery_off_config(base: &str) -> String {
+    format!("{base}\n[recovery]\nwindow_messages = 0\n")
+}
+
 /// Herald's benchmark configuration as node `n` of a cluster on the Redis at `redis`.
 fn cluster_config(base: &str, redis: SocketAddr, n: usize) -> String {
     format!("{base}\n[cluster]\nredis = \"redis://{redis}\"\nnode_id = \"bench-node-{n}\"\n")
@@ -309,5 +340,50 @@ mod tests {
         assert_eq!(value["cluster"]["node_id"].as_str(), Some("bench-node-2"));
         assert_eq!(value["apps"].as_array().map(Vec::len), Some(2));
         assert!(System::Cluster3.is_herald() && !System::Nats.is_herald());
+    }
+
+    #[test]
+    fn recovery_off_is_the_base_with_no_stream_and_a_valid_herald_config() {
+        use herald_server::config::Config;
+        let base = crate::server::config_toml(&crate::server::bench_apps(2), "127.0.0.1:0");
+        let on = Config::from_toml(&base).unwrap();
+        assert_eq!(
+            on.recovery.window_messages, 1000,
+            "Herald runs with the default"
+        );
+        let text = recovery_off_config(&base);
+        assert!(text.starts_with(&base));
+        let off = Config::from_toml(&text).unwrap();
+        assert_eq!(off.recovery.window_messages, 0);
+        assert_eq!(off.recovery.window_ms, on.recovery.window_ms);
+        assert_eq!(off.apps.len(), 2);
+        assert_eq!(
+            off.gateway.heartbeat_interval(),
+            on.gateway.heartbeat_interval()
+        );
+        // A cluster node's configuration is valid too.
+        let node = cluster_config(&base, "127.0.0.1:6399".parse().unwrap(), 0);
+        assert!(Config::from_toml(&node).unwrap().cluster.is_some());
+    }
+
+    #[test]
+    fn recovery_off_runs_what_herald_runs_but_the_soak_and_is_named_on_the_command_line() {
+        use clap::ValueEnum as _;
+        let s = System::HeraldNoRecovery;
+        for scenario in Scenario::ALL {
+            assert_eq!(s.runs(scenario), scenario != Scenario::Soak);
+            if scenario != Scenario::Soak {
+                assert!(System::Herald.runs(scenario));
+            }
+        }
+        assert!(s.is_herald() && !s.is_cluster() && !s.is_limit());
+        assert_eq!(s.herald_nodes(), 1);
+        assert_eq!(System::from_str("herald-norecovery", false), Ok(s));
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"herald-norecovery\"");
+        assert!(!System::PEERS.contains(&s) && !System::CLUSTERS.contains(&s));
+        // Side by side with Herald: right after it in a run's order.
+        let mut v = [System::Nats, s, System::Cluster1, System::Herald];
+        v.sort();
+        assert_eq!(&v[..2], &[System::Herald, s]);
     }
 }
