@@ -561,11 +561,6 @@ impl Hub {
         self
     }
 
-    /// The recovery window (`Window::OFF` when recovery is off).
-    pub fn window(&self) -> Window {
-        self.window
-    }
-
     /// The stream a new login or membership goes on with: the one of the connection it takes
     /// over (returned with that connection, to be told), else the one held since its user's
     /// connection was lost, unless that has expired, else a new one.
@@ -1408,12 +1403,10 @@ impl Hub {
                     for (_, m) in members.filter(|(uid, _)| **uid != from) {
                         m.offer(&d, now, &self.window);
                     }
-                    if !self.clustered {
-                        let held = st.held_members.get_mut(r).into_iter().flatten();
-                        for (_, h) in held.filter(|(uid, _)| **uid != from) {
-                            if !h.expired(now, &self.window) {
-                                h.stream.append(&d, now, &self.window);
-                            }
+                    let held = st.held_members.get_mut(r).into_iter().flatten();
+                    for (_, h) in held.filter(|(uid, _)| **uid != from) {
+                        if !h.expired(now, &self.window) {
+                            h.stream.append(&d, now, &self.window);
                         }
                     }
                     if self.clustered {
@@ -1747,13 +1740,10 @@ impl Hub {
                         record(uid, Some(m), None, Outcome::NotInRoom);
                     }
                 }
-                // In a cluster the room's other members may be held by another node now: only a
-                // single node knows that a held stream is still the member's.
-                if !self.clustered {
-                    for (uid, h) in held_members.get_mut(room).into_iter().flatten() {
-                        if except != Some(uid.as_str()) && !h.expired(accepted, w) {
-                            record(uid, None, Some(h), Outcome::NotInRoom);
-                        }
+                // Only a single node holds streams (`Hub::hold`): in a cluster this finds none.
+                for (uid, h) in held_members.get_mut(room).into_iter().flatten() {
+                    if except != Some(uid.as_str()) && !h.expired(accepted, w) {
+                        record(uid, None, Some(h), Outcome::NotInRoom);
                     }
                 }
             }
@@ -1761,8 +1751,8 @@ impl Hub {
         summary
     }
 
-    /// A client's message to a user between connections (single node, recovery on): kept in
-    /// the user's held stream, if it is held. Returns whether it was.
+    /// A client's message to a user between connections: kept in the user's held stream, if it
+    /// is held (only ever on a single node, `Hub::hold`). Returns whether it was.
     fn keep_held(
         &self,
         held: &mut HashMap<UserId, Held>,
@@ -1770,9 +1760,6 @@ impl Hub {
         now: Timestamp,
         delivery: impl FnOnce() -> Delivery,
     ) -> bool {
-        if self.clustered {
-            return false;
-        }
         match held.get_mut(uid) {
             Some(h) if !h.expired(now, &self.window) => {
                 h.stream.append(&delivery(), now, &self.window);
