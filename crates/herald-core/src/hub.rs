@@ -161,32 +161,57 @@ impl Hooks for NoHooks {
 /// The port to the rest of a cluster: told, under the app lock, whenever a login or membership
 /// registered in the cluster ends here, so the cluster can forget it (if `version` is still the
 /// registration it knows) and tell the room's other nodes. Not called when another connection or
-/// node took the login or membership over. Implementations only queue.
+/// node took the login or membership over. Implementations only queue. `held`: recovery is on
+/// and the connection was lost, so the cluster keeps the stream for the window; otherwise the
+/// stream is forgotten with the registration.
 pub trait Directory: Send + Sync {
     /// `uid`'s login here, registered as `version`, ended.
-    fn login_ended(&self, app: &AppId, uid: &UserId, version: u64);
+    fn login_ended(&self, app: &AppId, uid: &UserId, version: u64, held: bool);
     /// `uid`'s membership of `room` here, registered as `version`, ended; the room's members see
     /// `reason` (a `user_leave_reason`).
-    fn membership_ended(&self, app: &AppId, room: &RoomId, uid: &UserId, version: u64, reason: i32);
+    fn membership_ended(&self, app: &AppId, room: &RoomId, uid: &UserId, ended: Ended);
+}
+
+/// How a registered membership ended, for [`Directory::membership_ended`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// The registration's version.
+    pub version: u64,
+    /// The `user_leave_reason` the room's members see.
+    pub reason: i32,
+    /// The stream is held for recovery (see [`Directory`]).
+    pub held: bool,
 }
 
 /// No cluster: a single node.
 pub struct NoDirectory;
 
 impl Directory for NoDirectory {
-    fn login_ended(&self, _: &AppId, _: &UserId, _: u64) {}
-    fn membership_ended(&self, _: &AppId, _: &RoomId, _: &UserId, _: u64, _: i32) {}
+    fn login_ended(&self, _: &AppId, _: &UserId, _: u64, _: bool) {}
+    fn membership_ended(&self, _: &AppId, _: &RoomId, _: &UserId, _: Ended) {}
 }
 
 /// What the cluster said when this node registered a login or membership, before the hub commits
 /// it. The default is a single node's (or a cluster that cannot be reached): nothing known.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claim {
     /// The cluster's version of the registration (0: not registered).
     pub version: u64,
     /// A connection on another node held it: the user stays present, so no hook fires and nobody
     /// is told of a join or login.
     pub took_over: bool,
+    /// With recovery on in a cluster: the stream as Redis keeps it (`None`: the hub's own).
+    pub stream: Option<Box<ClaimedStream>>,
+}
+
+/// A login's or membership's stream as a cluster's claim found it: with recovery on, a cluster
+/// keeps every stream's window in Redis, takes positions there, and answers a resume there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedStream {
+    /// The stream's epoch and last position when it was claimed.
+    pub head: StreamPos,
+    /// What the client's resume found (`None`: it asked for none).
+    pub resumed: Option<Resumed>,
 }
 
 /// A join that passed its checks, waiting for [`Hub::commit_join`].
@@ -464,6 +489,50 @@ struct AppState {
     held_logins: HashMap<UserId, Held>,
     /// Streams of memberships whose connection was lost, kept for the window (recovery).
     held_members: HashMap<RoomId, HashMap<UserId, Held>>,
+    /// Logins being claimed in a cluster that keeps streams in Redis, by user: what arrives for
+    /// them before their commit (see [`Hub::reserve`]).
+    pending_logins: HashMap<UserId, Vec<Pending>>,
+    /// Memberships being claimed so, by room and user.
+    pending_members: HashMap<RoomId, HashMap<UserId, Vec<Pending>>>,
+}
+
+/// A login or membership between its claim in a cluster (streams in Redis) and its commit here.
+/// Messages published after the claim may reach this node first; they are kept here, in the
+/// order they came (their positions' order), for the commit to queue after the claimed position.
+struct Pending {
+    session: SessionId,
+    kept: Vec<(StreamPos, Delivery, Timestamp)>,
+    /// More came than a window holds: none is queued, and a resume is answered `recovered: false`.
+    overflowed: bool,
+}
+
+impl Pending {
+    fn keep(&mut self, pos: StreamPos, delivery: &Delivery, accepted: Timestamp, w: &Window) {
+        if self.overflowed {
+            return;
+        }
+        if self.kept.len() >= w.messages {
+            self.overflowed = true;
+            self.kept = Vec::new();
+            return;
+        }
+        self.kept.push((pos, delivery.clone(), accepted));
+    }
+}
+
+/// Takes `session`'s pending claim out of `lists` (keyed by user), forgetting an emptied list.
+fn take_pending(
+    lists: &mut HashMap<UserId, Vec<Pending>>,
+    uid: &UserId,
+    session: SessionId,
+) -> Option<Pending> {
+    let list = lists.get_mut(uid)?;
+    let i = list.iter().position(|p| p.session == session)?;
+    let p = list.swap_remove(i);
+    if list.is_empty() {
+        lists.remove(uid);
+    }
+    Some(p)
 }
 
 struct AppHub {
@@ -581,6 +650,26 @@ impl Hub {
         )
     }
 
+    /// Called by a cluster that keeps streams in Redis before it claims a login (`room` `None`)
+    /// or membership for `session`: from now on what arrives for it is kept until the commit
+    /// ([`Hub::commit_login`], [`Hub::commit_join`]: they queue what follows the claimed
+    /// position), or until the connection ends. Does nothing otherwise.
+    pub fn reserve(&self, app: &str, session: SessionId, room: Option<&RoomId>, uid: &UserId) {
+        let Some(hub) = self.apps.get(app).filter(|_| self.streams_in_cluster()) else {
+            return;
+        };
+        let mut st = hub.state.lock();
+        let lists = match room {
+            None => &mut st.pending_logins,
+            Some(r) => st.pending_members.entry(r.clone()).or_default(),
+        };
+        lists.entry(uid.clone()).or_default().push(Pending {
+            session,
+            kept: Vec::new(),
+            overflowed: false,
+        });
+    }
+
     /// Registers a new connection for `app`. `None` if the app is not served.
     pub fn connect(&self, app: &str, outbox: Arc<dyn Outbox>) -> Option<SessionId> {
         let hub = self.apps.get(app)?;
@@ -608,6 +697,17 @@ impl Hub {
         let Some(s) = st.sessions.remove(&session) else {
             return;
         };
+        if !st.pending_logins.is_empty() || !st.pending_members.is_empty() {
+            let mine = |l: &mut Vec<Pending>| {
+                l.retain(|p| p.session != session);
+                !l.is_empty()
+            };
+            st.pending_logins.retain(|_, l| mine(l));
+            st.pending_members.retain(|_, m| {
+                m.retain(|_, l| mine(l));
+                !m.is_empty()
+            });
+        }
         if let Some(uid) = s.login {
             self.end_login(hub, &mut st, &uid, session, Departure::ConnectionLost, now);
         }
@@ -688,6 +788,12 @@ impl Hub {
         };
         let mut st = hub.state.lock();
         let st = &mut *st;
+        let pending = match &checked {
+            Ok(t) if !st.pending_logins.is_empty() => {
+                take_pending(&mut st.pending_logins, &t.uid, session)
+            }
+            _ => None,
+        };
         let Some(me) = st.sessions.get(&session) else {
             return login_error::SERVER_ERROR;
         };
@@ -699,7 +805,10 @@ impl Hub {
                 let outbox = me.outbox.clone();
                 let held = st.held_logins.remove(&user);
                 let (old, mut stream) = self.stream_for(st.logins.remove(&user), held, now);
-                opened = self.open(&mut stream, resume, now);
+                opened = match claim.stream {
+                    Some(c) => Opened::claimed(*c, pending),
+                    None => self.open(&mut stream, resume, now),
+                };
                 let member = Member {
                     session,
                     outbox,
@@ -745,21 +854,8 @@ impl Hub {
         if !self.window.enabled() {
             return Opened::default();
         }
-        let head = stream.head();
-        let (recovered, replay) = match resume.map(|from| stream.resume(from, now, &self.window)) {
-            None => (None, Vec::new()),
-            Some(Resumed::Gap) => (Some(false), Vec::new()),
-            Some(Resumed::Replay(v)) => (Some(true), v),
-        };
-        Opened {
-            state: Some(StreamState {
-                epoch: head.epoch,
-                position: head.position,
-                recovered,
-                replayed: replay.len() as u64,
-            }),
-            replay,
-        }
+        let resumed = resume.map(|from| stream.resume(from, now, &self.window));
+        Opened::of(stream.head(), resumed)
     }
 
     /// `logout()`: ends the connection's login, if any, and answers `onLogout(LOGOUT)`.
@@ -859,6 +955,21 @@ impl Hub {
         };
         let mut st = hub.state.lock();
         let st = &mut *st;
+        let pending = match &checked {
+            Ok(t) if !st.pending_members.is_empty() => {
+                let lists = st.pending_members.get_mut(&t.room);
+                let p = lists.and_then(|lists| take_pending(lists, &t.uid, session));
+                if st
+                    .pending_members
+                    .get(&t.room)
+                    .is_some_and(HashMap::is_empty)
+                {
+                    st.pending_members.remove(&t.room);
+                }
+                p
+            }
+            _ => None,
+        };
         let Some(me) = st.sessions.get(&session) else {
             return room_state::JOIN_ROOM_FAILED;
         };
@@ -884,7 +995,10 @@ impl Hub {
                 };
                 let members = st.rooms.entry(r.clone()).or_default();
                 let (replaced, mut stream) = self.stream_for(members.remove(&u), held, now);
-                let opened = self.open(&mut stream, resume, now);
+                let opened = match claim.stream {
+                    Some(c) => Opened::claimed(*c, pending),
+                    None => self.open(&mut stream, resume, now),
+                };
                 let member = Member {
                     session,
                     outbox: outbox.clone(),
@@ -1103,7 +1217,9 @@ impl Hub {
             if let Some(m) = st.logins.remove(uid) {
                 self.hooks
                     .user_logout(&hub.spec.app_id, uid, why, m.since, now);
-                self.directory.login_ended(&hub.spec.app_id, uid, m.version);
+                let held = self.holds_streams(why);
+                self.directory
+                    .login_ended(&hub.spec.app_id, uid, m.version, held);
                 if let Some(held) = self.hold(m.stream, why, now) {
                     st.held_logins.insert(uid.clone(), held);
                 }
@@ -1150,8 +1266,13 @@ impl Hub {
         }
         self.hooks
             .user_left(&hub.spec.app_id, room, uid, why, gone.since, now);
+        let ended = Ended {
+            version: gone.version,
+            reason,
+            held: self.holds_streams(why),
+        };
         self.directory
-            .membership_ended(&hub.spec.app_id, room, uid, gone.version, reason);
+            .membership_ended(&hub.spec.app_id, room, uid, ended);
         if members.is_empty() {
             st.rooms.remove(room);
         }
@@ -1167,8 +1288,20 @@ impl Hub {
     /// with no connection are not routed to any node, so a stream held here could not tell a
     /// resume what it missed.
     fn hold(&self, stream: Stream, why: Departure, now: Timestamp) -> Option<Held> {
-        (self.window.enabled() && why == Departure::ConnectionLost && !self.clustered)
-            .then_some(Held { stream, since: now })
+        (self.holds_streams(why) && !self.clustered).then_some(Held { stream, since: now })
+    }
+
+    /// Whether a login or membership that ended so keeps its stream for the window: recovery is
+    /// on and its connection was lost (a single node holds it here, a cluster in Redis).
+    fn holds_streams(&self, why: Departure) -> bool {
+        self.window.enabled() && why == Departure::ConnectionLost
+    }
+
+    /// Whether messages take their positions in the cluster's Redis: recovery on in a cluster.
+    /// Then every message reaches its recipients here through the cluster (in position order),
+    /// none is queued directly, and a claim states the stream.
+    fn streams_in_cluster(&self) -> bool {
+        self.clustered && self.window.enabled()
     }
 
     /// Forgets the streams held longer than the window (the edge calls this about once a
@@ -1355,8 +1488,20 @@ impl Hub {
                 });
                 Ok(())
             };
+            let via_cluster = self.streams_in_cluster();
             match (op, &room) {
                 (SendOp::Server, _) => Ok(()),
+                // Streams in Redis: every recipient, here too, takes its position there.
+                (SendOp::UserOutsideRoom, _) if via_cluster => elsewhere(
+                    delivery(MessageKind::OutsideRoom),
+                    UserId::new(&send.to).ok(),
+                ),
+                (SendOp::UserInRoom, Some(_)) if via_cluster => {
+                    elsewhere(delivery(MessageKind::RoomUser), UserId::new(&send.to).ok())
+                }
+                (SendOp::Room, Some(_)) if via_cluster => {
+                    elsewhere(delivery(MessageKind::RoomBroadcast), None)
+                }
                 (SendOp::UserOutsideRoom, _) => match st.logins.get_mut(send.to.as_str()) {
                     Some(to) => offer_result(to.offer(
                         &delivery(MessageKind::OutsideRoom),
@@ -1485,8 +1630,37 @@ pub struct Forward {
     /// The room of a room message.
     pub room: Option<RoomId>,
     /// The recipient; `None` for a room broadcast (delivered here already, to go to the room's
-    /// other nodes).
+    /// other nodes; with streams in the cluster, to go to every node, this one too).
     pub to: Option<UserId>,
+}
+
+impl Hub {
+    /// A client's message the cluster could not route because Redis is unreachable, with streams
+    /// in the cluster (nothing was queued here, see [`Hub::client_send`]): queued for the
+    /// recipients held here, without a stream position (such a message cannot be recovered).
+    /// Returns whether a recipient got it. Does nothing otherwise: without streams in the
+    /// cluster, the hub already queued it here.
+    pub fn deliver_here(&self, app: &str, f: &Forward, now: Timestamp) -> bool {
+        let Some(hub) = self.apps.get(app).filter(|_| self.streams_in_cluster()) else {
+            return false;
+        };
+        let mut st = hub.state.lock();
+        let st = &mut *st;
+        let held = match &f.room {
+            None => Some(&st.logins),
+            Some(r) => st.rooms.get(r),
+        };
+        let queue =
+            |m: &Member| matches!(m.outbox.message(&f.delivery, None, now), Offer::Queued(_));
+        match &f.to {
+            Some(to) => held.and_then(|h| h.get(to)).is_some_and(queue),
+            None => held
+                .into_iter()
+                .flatten()
+                .filter(|(uid, _)| **uid != f.from)
+                .fold(false, |reached, (_, m)| queue(m) | reached),
+        }
+    }
 }
 
 /// What [`Hub::client_send`] did.
@@ -1640,6 +1814,9 @@ pub enum Recipients<'a> {
     Members(&'a RoomId, &'a [UserId]),
     /// Every member of the room but the one named (a client's own broadcast).
     Room(&'a RoomId, Option<&'a str>),
+    /// These logins (no room) or members of the room, each at the position of its stream the
+    /// cluster gave it (recovery on in a cluster: the streams are in Redis).
+    Stamped(Option<&'a RoomId>, &'a [(UserId, StreamPos)]),
 }
 
 /// The recipients an OpenAPI request names.
@@ -1682,32 +1859,45 @@ impl Hub {
         let w = &self.window;
         let mut summary = Summary::default();
         // `absent`: the outcome when the recipient is neither connected nor held here.
-        let mut record =
-            |uid: &UserId, mut m: Option<&mut Member>, held: Option<&mut Held>, absent| {
-                let (o, msgid) = match m.as_deref_mut().map(|m| m.offer(delivery, accepted, w)) {
-                    Some(Offer::Queued(msgid)) => (Outcome::Queued, Some(msgid)),
-                    Some(Offer::Overflow) => (Outcome::SlowConsumer, None),
-                    Some(Offer::Closed) => (Outcome::NotOnline, None),
-                    None => match held {
-                        Some(h) if !h.expired(accepted, w) => {
-                            h.stream.append(delivery, accepted, w);
-                            (Outcome::Held, None)
-                        }
-                        _ => (absent, None),
-                    },
-                };
-                summary.add(o);
-                let receipt = m.zip(msgid).map(|(m, msgid)| Receipt {
-                    outbox: &m.outbox,
-                    msgid,
-                });
-                observe(uid, o, receipt);
+        // `at`: the position the cluster gave it (streams in Redis), else the next of the member's
+        // stream. `kept`: kept for a login or membership being claimed here.
+        let mut record = |uid: &UserId,
+                          mut m: Option<&mut Member>,
+                          at: Option<StreamPos>,
+                          held: Option<&mut Held>,
+                          kept: bool,
+                          absent| {
+            let offer = m.as_deref_mut().map(|m| match at {
+                Some(pos) => m.outbox.message(delivery, Some(pos), accepted),
+                None => m.offer(delivery, accepted, w),
+            });
+            let (o, msgid) = match offer {
+                Some(Offer::Queued(msgid)) => (Outcome::Queued, Some(msgid)),
+                Some(Offer::Overflow) => (Outcome::SlowConsumer, None),
+                Some(Offer::Closed) => (Outcome::NotOnline, None),
+                None => match held {
+                    Some(h) if !h.expired(accepted, w) => {
+                        h.stream.append(delivery, accepted, w);
+                        (Outcome::Held, None)
+                    }
+                    _ if kept => (Outcome::Queued, None),
+                    _ => (absent, None),
+                },
             };
+            summary.add(o);
+            let receipt = m.zip(msgid).map(|(m, msgid)| Receipt {
+                outbox: &m.outbox,
+                msgid,
+            });
+            observe(uid, o, receipt);
+        };
         let AppState {
             logins,
             rooms,
             held_logins,
             held_members,
+            pending_logins,
+            pending_members,
             ..
         } = st;
         match to {
@@ -1719,7 +1909,7 @@ impl Hub {
                     } else {
                         None
                     };
-                    record(uid, m, held, Outcome::NotOnline);
+                    record(uid, m, None, held, false, Outcome::NotOnline);
                 }
             }
             Recipients::Members(room, uids) => {
@@ -1731,20 +1921,44 @@ impl Hub {
                         (None, Some(held)) => held.get_mut(uid),
                         _ => None,
                     };
-                    record(uid, m, h, Outcome::NotInRoom);
+                    record(uid, m, None, h, false, Outcome::NotInRoom);
                 }
             }
             Recipients::Room(room, except) => {
                 for (uid, m) in rooms.get_mut(room).into_iter().flatten() {
                     if except != Some(uid.as_str()) {
-                        record(uid, Some(m), None, Outcome::NotInRoom);
+                        record(uid, Some(m), None, None, false, Outcome::NotInRoom);
                     }
                 }
                 // Only a single node holds streams (`Hub::hold`): in a cluster this finds none.
                 for (uid, h) in held_members.get_mut(room).into_iter().flatten() {
                     if except != Some(uid.as_str()) && !h.expired(accepted, w) {
-                        record(uid, None, Some(h), Outcome::NotInRoom);
+                        record(uid, None, None, Some(h), false, Outcome::NotInRoom);
                     }
+                }
+            }
+            Recipients::Stamped(room, list) => {
+                let (mut members, waiting, absent) = match room {
+                    None => (Some(logins), Some(pending_logins), Outcome::NotOnline),
+                    Some(r) => (
+                        rooms.get_mut(r),
+                        pending_members.get_mut(r),
+                        Outcome::NotInRoom,
+                    ),
+                };
+                let mut waiting = waiting.filter(|w| !w.is_empty());
+                for (uid, pos) in list {
+                    let kept = match waiting.as_mut().and_then(|w| w.get_mut(uid)) {
+                        Some(claims) => {
+                            for p in claims.iter_mut() {
+                                p.keep(*pos, delivery, accepted, w);
+                            }
+                            true
+                        }
+                        None => false,
+                    };
+                    let m = members.as_mut().and_then(|m| m.get_mut(uid));
+                    record(uid, m, Some(*pos), None, kept, absent);
                 }
             }
         }
@@ -1779,6 +1993,48 @@ struct Opened {
 }
 
 impl Opened {
+    /// A stream at `head`: what its answer says, and what `resumed` replays.
+    fn of(head: StreamPos, resumed: Option<Resumed>) -> Opened {
+        let (recovered, replay) = match resumed {
+            None => (None, Vec::new()),
+            Some(Resumed::Gap) => (Some(false), Vec::new()),
+            Some(Resumed::Replay(v)) => (Some(true), v),
+        };
+        Opened {
+            state: Some(StreamState {
+                epoch: head.epoch,
+                position: head.position,
+                recovered,
+                replayed: replay.len() as u64,
+            }),
+            replay,
+        }
+    }
+
+    /// A stream the cluster claimed: the resume's messages, then those that reached this node
+    /// between the claim and the commit (`pending`), after the claimed position. If more came
+    /// than a window holds, none of them is queued, and a resume is answered `recovered: false`.
+    fn claimed(c: ClaimedStream, pending: Option<Pending>) -> Opened {
+        let head = c.head;
+        let mut opened = Opened::of(head, c.resumed);
+        match pending {
+            Some(p) if p.overflowed => {
+                opened.replay.clear();
+                if let Some(s) = opened.state.as_mut() {
+                    s.replayed = 0;
+                    s.recovered = s.recovered.map(|_| false);
+                }
+            }
+            Some(p) => opened.replay.extend(
+                p.kept
+                    .into_iter()
+                    .filter(|(pos, ..)| pos.epoch == head.epoch && pos.position > head.position),
+            ),
+            None => {}
+        }
+        opened
+    }
+
     /// Queues the replayed messages, at their positions, on the connection that resumed.
     fn replay(self, outbox: &dyn Outbox) {
         for (pos, delivery, accepted) in self.replay {
@@ -1841,12 +2097,24 @@ impl Hub {
                 to,
                 report: _,
             } => {
+                let named_room = !room.is_empty();
                 let room = RoomId::new(room).ok();
                 let uids: Vec<UserId> = match to {
                     Addressees::Users(u) => u.iter().filter_map(|u| UserId::new(u).ok()).collect(),
-                    Addressees::Room => Vec::new(),
+                    Addressees::Room | Addressees::Streams(_) => Vec::new(),
+                };
+                let stamped: Vec<(UserId, StreamPos)> = match to {
+                    Addressees::Streams(list) => list
+                        .iter()
+                        .filter_map(|(u, pos)| Some((UserId::new(u).ok()?, *pos)))
+                        .collect(),
+                    _ => Vec::new(),
                 };
                 let to = match (to, &room) {
+                    (Addressees::Streams(_), r) if r.is_some() == named_room => {
+                        Recipients::Stamped(r.as_ref(), &stamped)
+                    }
+                    (Addressees::Streams(_), _) => return Summary::default(),
                     (Addressees::Room, Some(r)) => {
                         Recipients::Room(r, Some(except.as_str()).filter(|e| !e.is_empty()))
                     }

@@ -7,7 +7,7 @@
 //! newline (the id rule), so no field needs escaping.
 //!
 //! ```text
-//! D\n<app>\n<flags>\n<accepted µs>\n<room>\n<except uid>\n<uid,uid,…|*>\n<body…>   deliver
+//! D\n<app>\n<flags>\n<accepted µs>\n<room>\n<except uid>\n<recipients>\n<body…>   deliver
 //! R\n<node>\n<call id>\nD\n…                                                  deliver, and report
 //! A\n<node>\n<call id>\n<ack ms>\nD\n…                                        deliver, wait for acks, report
 //! O\n<call id>\n<node>\n<count>\n(<outcome letter><uid>\n)*                      outcomes reported
@@ -18,13 +18,16 @@
 //! K\n<app>\n<room>\n<uid>\n                                                     KickUser
 //! ```
 //!
+//! Recipients: `*` (every member of the room on the receiving node), `uid,uid,…`, or, with
+//! recovery on, `uid:epoch:position,…`: each recipient's place in its stream, taken in Redis.
+//!
 //! Outcome letters: `Q` queued, `W` written, `A` acked, `N` not online, `R` not in room, `S` slow
 //! consumer, `F` forwarded. `A` (instead of `R`) asks the receiving node to wait up to `<ack ms>`
 //! (1..=[`MAX_ACK_WAIT_MS`]) for its recipients' acks before it reports; a node that does not
 //! know `A` drops the message, and its recipients are reported unknown.
 
 use bytes::Bytes;
-use herald_proto::client::Delivery;
+use herald_proto::client::{Delivery, StreamPos};
 
 use crate::hub::Outcome;
 use crate::time::Timestamp;
@@ -36,6 +39,9 @@ pub enum Addressees {
     Users(Vec<String>),
     /// Every member of the room on the receiving node.
     Room,
+    /// These users (logins, or members of the room), each at its position in its stream: the
+    /// cluster's Redis keeps the streams when recovery is on.
+    Streams(Vec<(String, StreamPos)>),
 }
 
 /// The longest a reported delivery may wait for acks, in milliseconds (the OpenAPI's bound on
@@ -170,6 +176,20 @@ pub fn deliver_prefix(
     out.into_bytes()
 }
 
+/// `uid:epoch:position`.
+fn stamped(s: &str) -> Result<(String, StreamPos), Malformed> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(uid), Some(epoch), Some(position)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Malformed("recipient without a stream position"));
+    };
+    let pos = StreamPos {
+        epoch: epoch.parse().map_err(|_| Malformed("epoch"))?,
+        position: position.parse().map_err(|_| Malformed("position"))?,
+    };
+    Ok((uid.to_owned(), pos))
+}
+
 /// The letter of an outcome in an `O` message.
 fn outcome_letter(o: Outcome) -> char {
     match o {
@@ -212,6 +232,13 @@ pub fn encode_deliver(
     match to {
         Addressees::Room => out.push(b'*'),
         Addressees::Users(uids) => out.extend_from_slice(uids.join(",").as_bytes()),
+        Addressees::Streams(list) => {
+            let list: Vec<String> = list
+                .iter()
+                .map(|(uid, p)| format!("{uid}:{}:{}", p.epoch, p.position))
+                .collect();
+            out.extend_from_slice(list.join(",").as_bytes());
+        }
     }
     out.push(b'\n');
     out.extend_from_slice(delivery.body());
@@ -345,6 +372,9 @@ pub fn decode(data: &Bytes) -> Result<NodeMessage, Malformed> {
             let to = match f[6] {
                 "*" => Addressees::Room,
                 "" => Addressees::Users(Vec::new()),
+                list if list.contains(':') => {
+                    Addressees::Streams(list.split(',').map(stamped).collect::<Result<_, _>>()?)
+                }
                 list => Addressees::Users(list.split(',').map(str::to_owned).collect()),
             };
             let body = data.slice(data.len() - rest.len()..);
@@ -454,6 +484,19 @@ mod tests {
                 ack_wait_ms: Some(MAX_ACK_WAIT_MS),
             }),
         });
+        let at = |epoch, position| StreamPos { epoch, position };
+        roundtrip(NodeMessage::Deliver {
+            app: "a".into(),
+            delivery: d.clone(),
+            accepted: Timestamp::from_micros(5),
+            room: "r1".into(),
+            except: "me".into(),
+            to: Addressees::Streams(vec![
+                ("u1".into(), at(1_843_000_000_000_007, 1)),
+                ("u.2@x".into(), at(9, 123_456_789)),
+            ]),
+            report: None,
+        });
         roundtrip(NodeMessage::Outcomes {
             call: 77,
             node: "node-b".into(),
@@ -531,6 +574,9 @@ mod tests {
             b"A\nnode\n1\n100\nL\na\nu\n1\n",
             b"A\nnode\n1\n100\nR\nnode\n1\nD\na\n0\n1\n\n\n*\n",
             b"R\nnode\n1\nA\nnode\n1\n100\nD\na\n0\n1\n\n\n*\n",
+            b"D\na\n0\n1\n\n\nu1:1:2,u2\nbody",
+            b"D\na\n0\n1\n\n\nu1:x:2\nbody",
+            b"D\na\n0\n1\n\n\nu1:1:-2\nbody",
             b"\xff\n",
         ] {
             assert!(decode(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");

@@ -82,7 +82,8 @@ struct Log {
 }
 
 /// What a resume found.
-pub(crate) enum Resumed {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
     /// Everything after the client's position is kept: these, in order, with when their calls
     /// were accepted.
     Replay(Vec<(StreamPos, Delivery, Timestamp)>),

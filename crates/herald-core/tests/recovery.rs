@@ -5,10 +5,16 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use herald_core::apps::{AppSpec, Registry};
-use herald_core::hub::{Hub, NoDirectory, NoHooks, Offer, Outbox, Outcome, SessionId};
-use herald_core::stream::Window;
+use herald_core::hub::{
+    Claim, ClaimedStream, ClientSent, Directory, Ended, Hub, NoHooks, Offer, Outbox, Outcome,
+    SessionId,
+};
+use herald_core::relay::{Addressees, NodeMessage};
+use herald_core::stream::{Resumed, Window};
 use herald_core::time::Timestamp;
-use herald_proto::client::{Delivery, Event, ReceivedMessage, StreamPos, StreamState};
+use herald_proto::client::{
+    Delivery, Event, MessageKind, ReceivedMessage, SendFrame, SendOp, StreamPos, StreamState,
+};
 use herald_proto::ids::{AppId, RoomId, UserId};
 use herald_proto::openapi::{SendRequest, Target};
 use herald_proto::token::{AccessToken, Privilege};
@@ -396,26 +402,203 @@ fn with_recovery_off_nothing_carries_a_position_or_is_held() {
     assert_eq!(hub.stats().held_streams, 0);
 }
 
-#[test]
-fn in_a_cluster_a_lost_connection_leaves_no_stream_to_resume() {
-    // Messages for a user with no connection are routed to no node, so a stream held by the
-    // node the user left would claim a recovery it cannot make.
+/// What a cluster node's hub tells its directory when a registration ends.
+#[derive(Default)]
+struct Ends(Mutex<Vec<(String, bool)>>);
+
+impl Directory for Ends {
+    fn login_ended(&self, _: &AppId, uid: &UserId, _: u64, held: bool) {
+        self.0.lock().push((uid.to_string(), held));
+    }
+    fn membership_ended(&self, _: &AppId, room: &RoomId, uid: &UserId, e: Ended) {
+        self.0.lock().push((format!("{room}/{uid}"), e.held));
+    }
+}
+
+/// A cluster node's hub with recovery on: streams are the cluster's (in Redis).
+fn clustered(window: Window) -> (Hub, Arc<Ends>) {
     let mut spec = AppSpec::new(AppId::new(APP).unwrap(), KEY);
     spec.presence_events = false;
     let registry = Registry::new(vec![spec]).unwrap();
-    let hub = Hub::clustered(&registry, Arc::new(NoHooks), Arc::new(NoDirectory))
-        .with_recovery(WINDOW, 1000);
-    let (id, _, s) = login(&hub, "u1", None, at(0));
-    unicast(&hub, "u1", "a", at(0));
+    let ends = Arc::new(Ends::default());
+    let hub =
+        Hub::clustered(&registry, Arc::new(NoHooks), ends.clone()).with_recovery(window, 1000);
+    (hub, ends)
+}
+
+/// A message from the cluster for `uid`'s login at position `p` of epoch 77.
+fn stamped(hub: &Hub, uid: &str, p: u64, text: &str) -> Outcome {
+    let msg = NodeMessage::Deliver {
+        app: APP.into(),
+        delivery: Delivery::encode(
+            MessageKind::OutsideRoom,
+            "srv",
+            None,
+            false,
+            text.as_bytes(),
+        ),
+        accepted: at(0),
+        room: String::new(),
+        except: String::new(),
+        to: Addressees::Streams(vec![(
+            uid.into(),
+            StreamPos {
+                epoch: 77,
+                position: p,
+            },
+        )]),
+        report: None,
+    };
+    let mut outcomes = Vec::new();
+    hub.apply(&msg, at(0), |_, o, _| outcomes.push(o));
+    outcomes[0]
+}
+
+/// A claim that found the stream at `head` of epoch 77, and for a resume `replay`.
+fn claim_at(head: u64, replay: Option<Vec<(u64, &str)>>) -> Claim {
+    let resumed = replay.map(|v| {
+        Resumed::Replay(
+            v.into_iter()
+                .map(|(position, text)| {
+                    let d = Delivery::encode(
+                        MessageKind::OutsideRoom,
+                        "srv",
+                        None,
+                        false,
+                        text.as_bytes(),
+                    );
+                    (
+                        StreamPos {
+                            epoch: 77,
+                            position,
+                        },
+                        d,
+                        at(0),
+                    )
+                })
+                .collect(),
+        )
+    });
+    Claim {
+        version: 9,
+        took_over: false,
+        stream: Some(Box::new(ClaimedStream {
+            head: StreamPos {
+                epoch: 77,
+                position: head,
+            },
+            resumed,
+        })),
+    }
+}
+
+#[test]
+fn in_a_cluster_the_claim_states_the_stream_and_what_came_during_it_follows_in_order() {
+    let (hub, ends) = clustered(WINDOW);
+    let (id, rec) = connect(&hub);
+    let from = StreamPos {
+        epoch: 77,
+        position: 2,
+    };
+    let t = hub.prepare_login(APP, id, "u1", &token("", "u1"), Some(from), at(0));
+    let uid = UserId::new("u1").unwrap();
+    hub.reserve(APP, id, None, &uid);
+    // Published after the claim, arriving before the commit: kept (and reported queued); one
+    // from before the claim (position 3, which the claim's replay has) is dropped at the commit.
+    assert_eq!(stamped(&hub, "u1", 3, "three"), Outcome::Queued);
+    assert_eq!(stamped(&hub, "u1", 5, "five"), Outcome::Queued);
+    assert_eq!(stamped(&hub, "u1", 6, "six"), Outcome::Queued);
+    assert!(rec.take().is_empty());
+    let claim = claim_at(4, Some(vec![(3, "three"), (4, "four")]));
+    assert_eq!(hub.commit_login(APP, id, "u1", t, claim, at(0)), 0);
+    let answer = rec.frames.lock().remove(0);
+    let Frame::Event(Event::LoginResult {
+        stream: Some(s), ..
+    }) = answer
+    else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(
+        (s.epoch, s.position, s.recovered, s.replayed),
+        (77, 4, Some(true), 2)
+    );
+    assert_eq!(
+        rec.messages(),
+        texts(&[(3, "three"), (4, "four"), (5, "five"), (6, "six")])
+    );
+    // Then straight through, at the cluster's positions; nothing is kept in the hub.
+    assert_eq!(stamped(&hub, "u1", 7, "seven"), Outcome::Queued);
+    assert_eq!(rec.messages(), texts(&[(7, "seven")]));
+    // A lost connection tells the directory to hold the stream; a logout, not to.
     hub.disconnect(APP, id, at(1));
     assert_eq!(hub.stats().held_streams, 0);
-    let (_, rec, s2) = login(&hub, "u1", Some(pos(&s, 0)), at(2));
-    assert_eq!(s2.recovered, Some(false));
+    let (id2, _, _) = login(&hub, "u2", None, at(1));
+    hub.logout(APP, id2, at(1));
+    assert_eq!(
+        *ends.0.lock(),
+        [("u1".to_owned(), true), ("u2".to_owned(), false)]
+    );
+    assert_eq!(stamped(&hub, "u1", 8, "eight"), Outcome::NotOnline);
+}
+
+#[test]
+fn in_a_cluster_a_claim_flooded_past_the_window_recovers_nothing_and_an_abandoned_one_keeps_nothing(
+) {
+    let (hub, _) = clustered(WINDOW);
+    let uid = UserId::new("u1").unwrap();
+    let (id, rec) = connect(&hub);
+    let from = StreamPos {
+        epoch: 77,
+        position: 0,
+    };
+    let t = hub.prepare_login(APP, id, "u1", &token("", "u1"), Some(from), at(0));
+    hub.reserve(APP, id, None, &uid);
+    for p in 1..=6 {
+        stamped(&hub, "u1", p, "x");
+    }
+    assert_eq!(
+        hub.commit_login(APP, id, "u1", t, claim_at(0, Some(vec![])), at(0)),
+        0
+    );
+    let Frame::Event(Event::LoginResult {
+        stream: Some(s), ..
+    }) = rec.frames.lock().remove(0)
+    else {
+        panic!("no answer");
+    };
+    assert_eq!((s.recovered, s.replayed), (Some(false), 0));
     assert!(rec.take().is_empty());
-    // A takeover while the old connection is still here passes the stream on: nothing was
-    // routed elsewhere meanwhile.
-    unicast(&hub, "u1", "b", at(2));
-    let (_, rec, s3) = login(&hub, "u1", Some(pos(&s2, 0)), at(3));
-    assert_eq!((s3.recovered, s3.replayed), (Some(true), 1));
-    assert_eq!(rec.messages(), texts(&[(1, "b")]));
+
+    // A connection that ends before its commit leaves nothing waiting.
+    let (id, rec) = connect(&hub);
+    let uid2 = UserId::new("u2").unwrap();
+    hub.reserve(APP, id, None, &uid2);
+    hub.disconnect(APP, id, at(0));
+    assert_eq!(stamped(&hub, "u2", 1, "y"), Outcome::NotOnline);
+    assert!(rec.take().is_empty());
+}
+
+#[test]
+fn in_a_cluster_a_clients_message_goes_through_the_cluster_even_to_a_user_here() {
+    let (hub, _) = clustered(WINDOW);
+    let (_, alice, _) = login(&hub, "alice", None, at(0));
+    let (bob, _, _) = login(&hub, "bob", None, at(0));
+    let frame = SendFrame {
+        op: SendOp::UserOutsideRoom,
+        msgid: 1,
+        to: "alice".into(),
+        room_id: String::new(),
+        binary: false,
+        payload: bytes::Bytes::from_static(b"hi"),
+    };
+    let ClientSent::Forward(f) = hub.client_send(APP, bob, &frame, at(0)) else {
+        panic!("not forwarded");
+    };
+    assert!(
+        alice.take().is_empty(),
+        "nothing queued before its position is taken"
+    );
+    // Redis unreachable: the recipients here get it, without a position.
+    assert!(hub.deliver_here(APP, &f, at(0)));
+    assert_eq!(alice.take(), [Frame::Message(None, "hi".into())]);
 }

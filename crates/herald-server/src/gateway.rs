@@ -491,10 +491,15 @@ async fn handle_send(
             send.payload,
         ),
         ClientSent::Forward(f) => {
-            // Only a clustered hub forwards. A room broadcast reached the members here already;
-            // a message for one user fails if no live node holds the user (or Redis is away).
+            // Only a clustered hub forwards. Without recovery a room broadcast reached the
+            // members here already; with it, every recipient takes its stream position in
+            // Redis, and while Redis is away the recipients here get it without one. A message
+            // for one user fails if no live node holds the user (nor, with recovery, its stream).
             let reached = match &shared.cluster {
-                Some(c) => c.forward(app, &f, now).await.unwrap_or(false),
+                Some(c) => match c.forward(app, &f, now).await {
+                    Ok(reached) => reached,
+                    Err(_) => shared.hub.deliver_here(app, &f, now),
+                },
                 None => false,
             };
             let error = match (send.op, reached) {

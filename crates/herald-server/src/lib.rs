@@ -180,7 +180,7 @@ impl Server {
         let (hub, cluster) = match &config.cluster {
             None => (Hub::with_hooks(&registry, webhooks.clone()), None),
             Some(c) => {
-                let (cluster, directory) = cluster::Cluster::new(c)
+                let (cluster, directory) = cluster::Cluster::new(c, config.recovery.window())
                     .map_err(|e| StartError::Config(ConfigError::Invalid(e)))?;
                 let hub = Hub::clustered(&registry, webhooks.clone(), directory);
                 (hub, Some(cluster))

@@ -19,9 +19,10 @@ use redis::Redis;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-fn node_config(redis: &Redis, node: &str, presence: bool) -> Config {
+/// A node's config with `extra` TOML sections (e.g. `[recovery]`).
+fn node_config_with(redis: &Redis, node: &str, presence: bool, extra: &str) -> Config {
     let c = config(&format!(
-        "[cluster]\nredis = \"{}\"\nnode_id = \"{node}\"\nnode_ttl_ms = 2000\ncommand_timeout_ms = 500\n",
+        "[cluster]\nredis = \"{}\"\nnode_id = \"{node}\"\nnode_ttl_ms = 2000\ncommand_timeout_ms = 500\n{extra}",
         redis.url()
     ));
     if presence {
@@ -55,9 +56,19 @@ async fn nodes(
     presence: bool,
     clock: Option<&std::sync::Arc<herald_server::clock::ManualClock>>,
 ) -> Vec<Server> {
+    nodes_with(redis, presence, clock, "").await
+}
+
+/// Three nodes whose configs add `extra`.
+async fn nodes_with(
+    redis: &Redis,
+    presence: bool,
+    clock: Option<&std::sync::Arc<herald_server::clock::ManualClock>>,
+    extra: &str,
+) -> Vec<Server> {
     let mut out = Vec::new();
     for n in ["n1", "n2", "n3"] {
-        let cfg = node_config(redis, n, presence);
+        let cfg = node_config_with(redis, n, presence, extra);
         let s = match clock {
             Some(c) => start_with_clock(cfg, c.clone()).await,
             None => start(cfg).await,
@@ -93,8 +104,24 @@ async fn text_message(ws: &mut Ws) -> String {
 /// node can route to it.
 #[tokio::test]
 async fn every_action_reaches_recipients_on_other_nodes() {
+    every_action_reaches_recipients(true).await;
+}
+
+/// With recovery off a node delivers to its own recipients directly, and publishes only to the
+/// others: the same actions must reach the same recipients.
+#[tokio::test]
+async fn every_action_reaches_recipients_on_other_nodes_without_recovery() {
+    every_action_reaches_recipients(false).await;
+}
+
+async fn every_action_reaches_recipients(recovery: bool) {
     let Some(redis) = Redis::start() else { return };
-    let n = nodes(&redis, false, None).await;
+    let extra = if recovery {
+        ""
+    } else {
+        "[recovery]\nwindow_messages = 0\n"
+    };
+    let n = nodes_with(&redis, false, None, extra).await;
     let (a1, a2, a3) = (n[0].local_addr(), n[1].local_addr(), n[2].local_addr());
     let now = system_now();
     let mut alice = login(a1, "alice", now).await;
@@ -126,7 +153,8 @@ async fn every_action_reaches_recipients_on_other_nodes() {
     assert_eq!(text_message(&mut carol).await, "hi carol");
 
     // BatchSendRoomUnicast on n3: carol is local, bob on n2, dave on n1, zed nowhere. One
-    // message per other node that holds recipients: two.
+    // message per other node that holds recipients: two; with recovery, n3's own recipients
+    // come through its channel too (in stream order): three.
     let before = metric(a3, "herald_cluster_published_total").await;
     ok(a3, "BatchSendRoomUnicast", json!({"AppId":APP,"From":"srv","RoomId":"r","To":["bob","carol","dave","zed"],"Message":"batch"}), now).await;
     for ws in [&mut bob, &mut carol, &mut dave] {
@@ -134,8 +162,19 @@ async fn every_action_reaches_recipients_on_other_nodes() {
     }
     assert_eq!(
         metric(a3, "herald_cluster_published_total").await - before,
-        2.0
+        if recovery { 3.0 } else { 2.0 }
     );
+    // With recovery every message carries its recipient's stream position, taken in Redis.
+    ok(
+        a3,
+        "SendRoomUnicast",
+        json!({"AppId":APP,"From":"srv","RoomId":"r","To":"dave","Message":"again"}),
+        now,
+    )
+    .await;
+    let m = message(&mut dave).await;
+    assert_eq!(m.payload.as_ref(), b"again");
+    assert_eq!(m.pos.map(|p| p.position), recovery.then_some(2));
 
     // SendBroadcast on n2 reaches the room on every node.
     ok(
@@ -660,12 +699,33 @@ async fn acks_cross_nodes() {
     }
 }
 
-/// Recovery in a cluster as docs/cluster.md states it: a takeover on the same node carries the
-/// stream on (and messages routed from other nodes meanwhile are replayed); a resume on another
-/// node, or after the node saw the connection end, is answered `recovered: false`, never a
-/// recovery it cannot make.
+/// Waits until the node at `addr` holds no connection.
+async fn until_no_connections(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(addr, "herald_connections").await > 0.0 {
+        assert!(Instant::now() < deadline, "{addr} still holds a connection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The payloads and positions of the next `n` messages.
+async fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let m = message(ws).await;
+        let text = String::from_utf8(m.payload.to_vec()).unwrap();
+        out.push((m.pos.expect("a stream position").position, text));
+    }
+    out
+}
+
+/// Recovery across nodes (docs/delivery.md): streams live in Redis, so a resume on any node
+/// recovers what the stream got after the client's position; a connection that ends leaves its
+/// streams held, and what is sent meanwhile — from any node, by the OpenAPI or by a client, to
+/// the login or the membership — is reported `Held` and replayed, in order and once, on the node
+/// the user comes back to.
 #[tokio::test]
-async fn recovery_holds_on_the_same_node_and_says_so_elsewhere() {
+async fn recovery_crosses_nodes() {
     let Some(redis) = Redis::start() else { return };
     let n = nodes(&redis, false, None).await;
     let now = system_now();
@@ -679,66 +739,254 @@ async fn recovery_holds_on_the_same_node_and_says_so_elsewhere() {
         json!({"call":"login","token":token("", "alice", now),"uid":"alice"}),
     )
     .await;
-    let epoch = event(&mut first).await["stream"]["epoch"].clone();
-    // Sent from other nodes: positions 1 and 2 of alice's stream on node a.
+    let answer = event(&mut first).await;
+    let epoch = answer["stream"]["epoch"].clone();
+    assert_eq!(answer["stream"]["position"], 0, "{answer}");
     ok(b, "SendUnicast", unicast("one"), now).await;
     ok(c, "SendUnicast", unicast("two"), now).await;
-    assert_eq!(message(&mut first).await.pos.unwrap().position, 1);
-    assert_eq!(message(&mut first).await.pos.unwrap().position, 2);
+    assert_eq!(
+        messages(&mut first, 2).await,
+        [(1, "one".into()), (2, "two".into())]
+    );
 
-    // A second connection to the same node takes the login over while the first is still
-    // there, resuming after 1: "two" comes back, then what is new.
-    let mut second = ws(a, APP).await;
+    // Another node takes the login over while the first connection is still there, resuming
+    // after 1: "two" comes back from Redis, then what is new.
+    let mut second = ws(b, APP).await;
     send_call(
         &mut second,
         login_resuming(json!({"epoch":epoch,"position":1})),
     )
     .await;
     let answer = event(&mut second).await;
-    assert_eq!(answer["stream"]["recovered"], true, "{answer}");
-    assert_eq!(answer["stream"]["replayed"], 1);
-    assert_eq!(message(&mut second).await.payload.as_ref(), b"two");
-    ok(b, "SendUnicast", unicast("three"), now).await;
-    let m = message(&mut second).await;
     assert_eq!(
-        (m.pos.unwrap().position, m.payload.as_ref()),
-        (3, &b"three"[..])
+        (
+            &answer["stream"]["recovered"],
+            &answer["stream"]["replayed"],
+            &answer["stream"]["epoch"]
+        ),
+        (&json!(true), &json!(1), &epoch),
+        "{answer}"
+    );
+    assert_eq!(event(&mut first).await["event"], "onLogout");
+    ok(c, "SendUnicast", unicast("three"), now).await;
+    assert_eq!(
+        messages(&mut second, 2).await,
+        [(2, "two".into()), (3, "three".into())]
     );
 
-    // On another node the stream is not known: told plainly, nothing replayed.
-    let mut elsewhere = ws(b, APP).await;
-    send_call(
-        &mut elsewhere,
-        login_resuming(json!({"epoch":epoch,"position":2})),
+    // Alice is also in room r (on node b); bob, on node c, sends to her from the client side.
+    join(&mut second, "r", "alice", now).await;
+    let mut bob = login(c, "bob", now).await;
+    join(&mut bob, "r", "bob", now).await;
+    let frame = |op, msgid, to: &str, room: &str, text: &str| SendFrame {
+        op,
+        msgid,
+        to: to.into(),
+        room_id: room.into(),
+        binary: false,
+        payload: bytes::Bytes::copy_from_slice(text.as_bytes()),
+    };
+    bob.send(Message::Binary(
+        frame(SendOp::Room, 1, "", "r", "room one").encode(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(event(&mut bob).await["error"], 200);
+    let m = message(&mut second).await;
+    let room_epoch = m.pos.unwrap().epoch;
+    assert_eq!(
+        (m.pos.unwrap().position, m.payload.as_ref()),
+        (1, &b"room one"[..])
+    );
+
+    // The connection is lost. Meanwhile: unicasts from two nodes (reported Held), a client's
+    // message to the login, a room unicast, a room broadcast and a client's room message.
+    drop(second);
+    until_no_connections(b).await;
+    let r = messaging_call(
+        "SendUnicast",
+        json!({"To":"alice","Message":"four"}),
+        now,
+        Some(("X-Herald-Delivery-Report", "true")),
+    )
+    .send(a)
+    .await;
+    assert_eq!(report(&r)["Held"], json!(["alice"]), "{:?}", r.body);
+    ok(c, "SendUnicast", unicast("five"), now).await;
+    bob.send(Message::Binary(
+        frame(SendOp::UserOutsideRoom, 2, "alice", "", "six").encode(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        event(&mut bob).await["error"],
+        0,
+        "a held user is reachable"
+    );
+    ok(
+        a,
+        "SendRoomUnicast",
+        json!({"AppId":APP,"From":"srv","RoomId":"r","To":"alice","Message":"room two"}),
+        now,
     )
     .await;
-    let answer = event(&mut elsewhere).await;
-    assert_eq!(answer["errorCode"], 0);
-    assert_eq!(answer["stream"]["recovered"], false, "{answer}");
-    assert_eq!(answer["stream"]["replayed"], 0);
-    ok(c, "SendUnicast", unicast("four"), now).await;
-    assert_eq!(text_message(&mut elsewhere).await, "four");
-    let new_epoch = answer["stream"]["epoch"].clone();
+    ok(
+        b,
+        "SendBroadcast",
+        json!({"AppId":APP,"From":"srv","RoomId":"r","Message":"room three"}),
+        now,
+    )
+    .await;
+    assert_eq!(text_message(&mut bob).await, "room three");
+    bob.send(Message::Binary(
+        frame(SendOp::Room, 3, "", "r", "room four").encode(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(event(&mut bob).await["error"], 200);
 
-    // Back on node b after its connection ended: no stream was held, so no recovery is claimed.
-    drop(elsewhere);
-    drop(second);
-    drop(first);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(b, "herald_connections").await > 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "node b still holds the connection"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut back = ws(b, APP).await;
+    // Back on a third node: the login and the membership resume, each gets what it missed, in
+    // order, once, right after its answer; then live messages go on from there.
+    let mut back = ws(c, APP).await;
     send_call(
         &mut back,
-        login_resuming(json!({"epoch":new_epoch,"position":1})),
+        login_resuming(json!({"epoch":epoch,"position":3})),
     )
     .await;
     let answer = event(&mut back).await;
+    assert_eq!(
+        (
+            &answer["stream"]["recovered"],
+            &answer["stream"]["replayed"]
+        ),
+        (&json!(true), &json!(3)),
+        "{answer}"
+    );
+    assert_eq!(
+        messages(&mut back, 3).await,
+        [(4, "four".into()), (5, "five".into()), (6, "six".into())]
+    );
+    send_call(
+        &mut back,
+        json!({"call":"joinRoom","roomId":"r","uid":"alice","token":token("r", "alice", now),
+               "resume":{"epoch":room_epoch,"position":1}}),
+    )
+    .await;
+    let answer = event(&mut back).await;
+    assert_eq!(
+        (
+            &answer["state"],
+            &answer["stream"]["recovered"],
+            &answer["stream"]["replayed"]
+        ),
+        (&json!(0), &json!(true), &json!(3)),
+        "{answer}"
+    );
+    assert_eq!(
+        messages(&mut back, 3).await,
+        [
+            (2, "room two".into()),
+            (3, "room three".into()),
+            (4, "room four".into())
+        ]
+    );
+    ok(a, "SendUnicast", unicast("seven"), now).await;
+    assert_eq!(messages(&mut back, 1).await, [(7, "seven".into())]);
+
+    // What the stream cannot fill is said plainly: another epoch, or a position it never had.
+    for resume in [
+        json!({"epoch":1,"position":7}),
+        json!({"epoch":epoch,"position":8}),
+    ] {
+        let mut other = ws(a, APP).await;
+        send_call(&mut other, login_resuming(resume)).await;
+        let answer = event(&mut other).await;
+        assert_eq!(
+            (
+                &answer["stream"]["recovered"],
+                &answer["stream"]["replayed"]
+            ),
+            (&json!(false), &json!(0)),
+            "{answer}"
+        );
+    }
+}
+
+/// The window bounds what Redis keeps: messages beyond `window_messages` of a held stream are
+/// not recoverable (`recovered: false`, nothing replayed), and a user who logged out has no
+/// stream to come back to (its messages are `NotOnline`, and a resume starts a new epoch).
+#[tokio::test]
+async fn recovery_across_nodes_is_bounded_by_the_window() {
+    let Some(redis) = Redis::start() else { return };
+    let n = nodes_with(&redis, false, None, "[recovery]\nwindow_messages = 2\n").await;
+    let now = system_now();
+    let (a, b) = (n[0].local_addr(), n[1].local_addr());
+    let unicast =
+        |text: &'static str| json!({"AppId":APP,"From":"srv","To":"alice","Message":text});
+    let login_resuming = |resume: serde_json::Value| json!({"call":"login","token":token("", "alice", now),"uid":"alice","resume":resume});
+    let mut first = ws(a, APP).await;
+    send_call(
+        &mut first,
+        json!({"call":"login","token":token("", "alice", now),"uid":"alice"}),
+    )
+    .await;
+    let epoch = event(&mut first).await["stream"]["epoch"].clone();
+    drop(first);
+    until_no_connections(a).await;
+    for text in ["one", "two", "three"] {
+        ok(b, "SendUnicast", unicast(text), now).await;
+    }
+    // Positions 1..3 were sent, 2..3 are kept: resuming after 0 cannot be filled...
+    let mut back = ws(b, APP).await;
+    send_call(
+        &mut back,
+        login_resuming(json!({"epoch":epoch,"position":0})),
+    )
+    .await;
+    let answer = event(&mut back).await;
+    assert_eq!(
+        (
+            &answer["stream"]["recovered"],
+            &answer["stream"]["replayed"],
+            &answer["stream"]["position"]
+        ),
+        (&json!(false), &json!(0), &json!(3)),
+        "{answer}"
+    );
+    // ... while resuming after 1 can, on yet another connection.
+    let mut again = ws(a, APP).await;
+    send_call(
+        &mut again,
+        login_resuming(json!({"epoch":epoch,"position":1})),
+    )
+    .await;
+    let answer = event(&mut again).await;
+    assert_eq!(answer["stream"]["recovered"], true, "{answer}");
+    assert_eq!(
+        messages(&mut again, 2).await,
+        [(2, "two".into()), (3, "three".into())]
+    );
+
+    // A logout forgets the stream: nothing is held, and the next login starts a new epoch.
+    send_call(&mut again, json!({"call":"logout"})).await;
+    assert_eq!(event(&mut again).await["event"], "onLogout");
+    let r = messaging_call(
+        "SendUnicast",
+        json!({"To":"alice","Message":"gone"}),
+        now,
+        Some(("X-Herald-Delivery-Report", "true")),
+    )
+    .send(b)
+    .await;
+    assert_eq!(report(&r)["NotOnline"], json!(["alice"]), "{:?}", r.body);
+    let mut fresh = ws(b, APP).await;
+    send_call(
+        &mut fresh,
+        login_resuming(json!({"epoch":epoch,"position":3})),
+    )
+    .await;
+    let answer = event(&mut fresh).await;
     assert_eq!(answer["stream"]["recovered"], false, "{answer}");
-    assert_eq!(metric(b, "herald_held_streams").await, 0.0);
+    assert_ne!(answer["stream"]["epoch"], epoch, "{answer}");
+    assert_eq!(answer["stream"]["position"], 0, "{answer}");
 }

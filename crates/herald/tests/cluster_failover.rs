@@ -127,6 +127,7 @@ async fn wait_for(events: &mut EventStream, want: impl Fn(&Event) -> bool) -> Ev
 struct Pair {
     nodes: (Node, Node),
     s1: String,
+    s2: String,
     bob: (herald_client::Engine, EventStream),
     carol: (herald_client::Engine, EventStream),
 }
@@ -157,6 +158,7 @@ async fn pair(redis: &Redis) -> Pair {
     Pair {
         nodes,
         s1,
+        s2,
         bob: (bob, bob_events),
         carol: (carol, carol_events),
     }
@@ -170,6 +172,7 @@ async fn a_killed_node_stops_holding_its_users_and_its_clients_move() {
         s1,
         bob: (_bob, mut bob_events),
         carol: (carol, mut carol_events),
+        ..
     } = pair(&redis).await;
 
     // SIGKILL: no goodbye, no cleanup. Within the TTL (2 s, plus a heartbeat) n1 sweeps it.
@@ -236,6 +239,7 @@ async fn a_node_that_does_not_report_leaves_its_recipients_unknown() {
         s1,
         bob: (_bob, mut bob_events),
         carol: _carol,
+        ..
     } = pair(&redis).await;
     // Bob's SDK acknowledges what is taken from his stream.
     let bob_reader = tokio::spawn(async move { while bob_events.recv().await.is_some() {} });
@@ -286,4 +290,125 @@ async fn a_node_that_does_not_report_leaves_its_recipients_unknown() {
         (&["carol".to_owned()][..], 1)
     );
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
+}
+
+/// Issue 8, the node killed: carol's streams (her login's and her membership's) are in Redis,
+/// so when the node she was on is killed, what was sent to her before, during and after the
+/// sweep — unicasts, room unicasts, broadcasts — is replayed when her app reconnects to the
+/// surviving node and resumes: every message exactly once, in order, and `onRecovery` says so.
+#[tokio::test]
+async fn a_killed_nodes_users_resume_on_another_node_and_lose_nothing() {
+    use herald_client::{connect_with, ConnectOptions, Recovery};
+    let Some(redis) = Redis::start() else { return };
+    let Pair {
+        nodes: (_n1, mut n2),
+        s1,
+        s2,
+        bob: (_bob, mut bob_events),
+        carol: (carol, carol_events),
+    } = pair(&redis).await;
+    drop((carol, carol_events));
+    let _ = wait_for(&mut bob_events, |e| matches!(e, Event::UserLeave { .. })).await;
+
+    // carol's app, with recovery, on n2: logged in and in room r.
+    let recovery = Recovery::default();
+    let options = ConnectOptions::default().recovery(&recovery);
+    let (carol, mut events) = connect_with(&s2, APP_ID, &options).await.unwrap();
+    carol.login(&token("", "carol"), "carol").await.unwrap();
+    carol
+        .join_room("r", "carol", &token("r", "carol"))
+        .await
+        .unwrap();
+    let api = OpenApiClient::new(&s1, AK, SK).unwrap();
+    let send = |n: u32| {
+        let api = api.clone();
+        async move {
+            let (action, body) = match n % 3 {
+                0 => (
+                    "SendUnicast",
+                    json!({"AppId":APP_ID,"From":"srv","To":"carol","Binary":false,"Message":format!("m{n}")}),
+                ),
+                1 => (
+                    "SendRoomUnicast",
+                    json!({"AppId":APP_ID,"From":"srv","RoomId":"r","To":"carol","Binary":false,"Message":format!("m{n}")}),
+                ),
+                _ => (
+                    "SendBroadcast",
+                    json!({"AppId":APP_ID,"From":"srv","RoomId":"r","Binary":false,"Message":format!("m{n}")}),
+                ),
+            };
+            let r = api.call(action, "2023-07-20", &body).await.unwrap();
+            assert_eq!(r.status, 200, "{action}");
+        }
+    };
+    let mut got: Vec<String> = Vec::new();
+    let text = |e: &Event| match e {
+        Event::UserMessageReceivedOutsideRoom { message, .. }
+        | Event::RoomMessageReceived { message, .. }
+        | Event::UserMessageReceived { message, .. } => Some(message.clone()),
+        _ => None,
+    };
+    for n in 0..6 {
+        send(n).await;
+    }
+    while got.len() < 6 {
+        let e = wait_for(&mut events, |e| text(e).is_some()).await;
+        got.extend(text(&e));
+    }
+
+    // SIGKILL n2 while messages go on; some are sent before n1 sweeps it, some after.
+    n2.0.kill().unwrap();
+    n2.0.wait().unwrap();
+    for n in 6..12 {
+        send(n).await;
+    }
+    let left = wait_for(&mut bob_events, |e| matches!(e, Event::UserLeave { .. })).await;
+    assert!(
+        matches!(&left, Event::UserLeave { uid, .. } if uid == "carol"),
+        "{left:?}"
+    );
+    for n in 12..18 {
+        send(n).await;
+    }
+
+    // The app reconnects to n1 with the same Recovery: the login and the join resume.
+    while events.recv().await.is_some() {}
+    drop(carol);
+    let (carol, mut events) = connect_with(&s1, APP_ID, &options).await.unwrap();
+    carol.login(&token("", "carol"), "carol").await.unwrap();
+    carol
+        .join_room("r", "carol", &token("r", "carol"))
+        .await
+        .unwrap();
+    let mut recovered = Vec::new();
+    while recovered.len() < 2 || got.len() < 18 {
+        let e = wait_for(&mut events, |e| {
+            text(e).is_some() || matches!(e, Event::Recovery { .. })
+        })
+        .await;
+        match e {
+            Event::Recovery {
+                room_id,
+                recovered: r,
+                ..
+            } => recovered.push((room_id, r)),
+            e => got.extend(text(&e)),
+        }
+    }
+    recovered.sort();
+    assert_eq!(
+        recovered,
+        [(String::new(), true), ("r".to_owned(), true)],
+        "both streams recovered"
+    );
+    // Each stream in order; both together: every message exactly once.
+    let number = |m: &String| m[1..].parse::<u32>().unwrap();
+    let mut all: Vec<u32> = got.iter().map(number).collect();
+    let (logins, rooms): (Vec<u32>, Vec<u32>) = all.iter().partition(|n| *n % 3 == 0);
+    assert!(logins.is_sorted() && rooms.is_sorted(), "{got:?}");
+    all.sort();
+    assert_eq!(all, (0..18).collect::<Vec<_>>(), "{got:?}");
+    send(18).await;
+    let e = wait_for(&mut events, |e| text(e).is_some()).await;
+    assert_eq!(text(&e).as_deref(), Some("m18"));
 }

@@ -21,12 +21,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use herald_core::hub::{
-    Claim, Directory, Forward, Hub, Outcome, Recipients, Registration, SendError, Summary,
+    Claim, ClaimedStream, Directory, Ended, Forward, Hub, Outcome, Recipients, Registration,
+    SendError, Summary,
 };
 use herald_core::rate::RetryAfter;
 use herald_core::relay::{self, NodeMessage, ReportTo};
+use herald_core::stream::{Resumed, Window};
 use herald_core::time::Timestamp;
-use herald_proto::client::{user_leave_reason, StreamPos};
+use herald_proto::client::{user_leave_reason, Delivery, StreamPos};
 use herald_proto::ids::{AppId, RoomId, UserId};
 use herald_proto::openapi::{DeliveryReport, SendRequest, Target};
 use parking_lot::Mutex;
@@ -148,6 +150,7 @@ enum Op {
         room: String,
         uid: UserId,
         want_members: bool,
+        resume: Option<StreamPos>,
         reply: oneshot::Sender<Result<(Claim, Vec<UserId>), Unavailable>>,
     },
     Release {
@@ -157,6 +160,8 @@ enum Op {
         uid: UserId,
         version: u64,
         reason: i32,
+        /// The connection was lost: the stream is held for the window (recovery).
+        held: bool,
     },
 }
 
@@ -196,7 +201,7 @@ impl DirectoryQueue {
 }
 
 impl Directory for DirectoryQueue {
-    fn login_ended(&self, app: &AppId, uid: &UserId, version: u64) {
+    fn login_ended(&self, app: &AppId, uid: &UserId, version: u64, held: bool) {
         if version != 0 {
             self.push(Op::Release {
                 app: app.clone(),
@@ -205,26 +210,21 @@ impl Directory for DirectoryQueue {
                 uid: uid.clone(),
                 version,
                 reason: 0,
+                held,
             });
         }
     }
 
-    fn membership_ended(
-        &self,
-        app: &AppId,
-        room: &RoomId,
-        uid: &UserId,
-        version: u64,
-        reason: i32,
-    ) {
-        if version != 0 {
+    fn membership_ended(&self, app: &AppId, room: &RoomId, uid: &UserId, ended: Ended) {
+        if ended.version != 0 {
             self.push(Op::Release {
                 app: app.clone(),
                 kind: Kind::Member,
                 room: room.to_string(),
                 uid: uid.clone(),
-                version,
-                reason,
+                version: ended.version,
+                reason: ended.reason,
+                held: ended.held,
             });
         }
     }
@@ -330,12 +330,30 @@ pub struct Cluster {
     reports: Reports,
     ops: Mutex<Option<mpsc::Receiver<Op>>>,
     queue: mpsc::Sender<Op>,
+    /// Recovery's window: when on, every stream's window is kept in Redis (see `lua/prelude.lua`).
+    window: Window,
+}
+
+/// A login or membership to register.
+struct Wanted<'a> {
+    app: AppId,
+    kind: Kind,
+    room: &'a str,
+    uid: UserId,
+    /// Return the room's members on other nodes (presence).
+    want_members: bool,
+    /// Where the client asked to resume its stream.
+    resume: Option<StreamPos>,
 }
 
 impl Cluster {
-    /// A cluster member for `config` and the [`Directory`] its hub reports to. Nothing connects
-    /// until [`Cluster::run`].
-    pub fn new(config: &ClusterConfig) -> Result<(Arc<Cluster>, Arc<DirectoryQueue>), String> {
+    /// A cluster member for `config` and the [`Directory`] its hub reports to, keeping streams
+    /// in Redis within `window` (recovery; [`Window::OFF`]: none). Nothing connects until
+    /// [`Cluster::run`].
+    pub fn new(
+        config: &ClusterConfig,
+        window: Window,
+    ) -> Result<(Arc<Cluster>, Arc<DirectoryQueue>), String> {
         let client = redis::Client::open(config.redis.as_str()).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(ClusterStats::default());
@@ -358,8 +376,19 @@ impl Cluster {
             reports: Reports::default(),
             ops: Mutex::new(Some(rx)),
             queue: tx.clone(),
+            window,
         });
         Ok((cluster, Arc::new(DirectoryQueue { tx, stats })))
+    }
+
+    /// The scripts' `keep_ms` for a registration that ends: -1 with recovery off, else how long
+    /// its stream is held (`held`: the connection was lost) or 0 (forgotten).
+    fn keep_ms(&self, held: bool) -> i64 {
+        match (self.window.enabled(), held) {
+            (false, _) => -1,
+            (true, true) => (self.window.max_age_us / 1000).max(1) as i64,
+            (true, false) => 0,
+        }
     }
 
     /// This node's id.
@@ -581,6 +610,8 @@ impl Cluster {
         let ttl = self.config.node_ttl_ms.to_string();
         let batch = SWEEP_BATCH.to_string();
         let dropped = user_leave_reason::DROPPED.to_string();
+        // A dead node's users lost their connections: their streams are held.
+        let keep = self.keep_ms(true).to_string();
         let v = self
             .call(
                 conn,
@@ -590,6 +621,7 @@ impl Cluster {
                     ttl.as_bytes(),
                     batch.as_bytes(),
                     dropped.as_bytes(),
+                    keep.as_bytes(),
                 ],
             )
             .await
@@ -720,6 +752,7 @@ impl Cluster {
                         .arg(room)
                         .arg(uid)
                         .arg(reg.version())
+                        .arg(self.window.messages)
                         .to_owned(),
                 );
             }
@@ -765,6 +798,9 @@ impl Cluster {
     ) -> Result<(), String> {
         let reason = reason.to_string();
         let below = below.to_string();
+        // Ended while Redis was away, or while being re-registered: its stream is held (the
+        // user may come back), as for a lost connection.
+        let keep = self.keep_ms(true).to_string();
         self.call(
             conn,
             &self.scripts.release,
@@ -777,6 +813,7 @@ impl Cluster {
                 version.as_bytes(),
                 reason.as_bytes(),
                 below.as_bytes(),
+                keep.as_bytes(),
             ],
         )
         .await
@@ -829,6 +866,7 @@ impl Cluster {
                         room,
                         uid,
                         want_members,
+                        resume,
                         ..
                     } => evalsha(&self.scripts.claim)
                         .arg(app.as_str())
@@ -837,6 +875,9 @@ impl Cluster {
                         .arg(room.as_str())
                         .arg(uid.as_str())
                         .arg(if *want_members { "1" } else { "0" })
+                        .arg(self.window.messages)
+                        .arg(resume.map(|r| r.epoch.to_string()).unwrap_or_default())
+                        .arg(resume.map_or(0, |r| r.position))
                         .to_owned(),
                     Op::Release {
                         app,
@@ -845,6 +886,7 @@ impl Cluster {
                         uid,
                         version,
                         reason,
+                        held,
                     } => evalsha(&self.scripts.release)
                         .arg(app.as_str())
                         .arg(self.node.as_str())
@@ -854,6 +896,7 @@ impl Cluster {
                         .arg(version.to_string())
                         .arg(reason.to_string())
                         .arg("0")
+                        .arg(self.keep_ms(*held))
                         .to_owned(),
                 };
                 pipe.add_command(cmd);
@@ -875,8 +918,9 @@ impl Cluster {
             let mut answers = answers.map(Vec::into_iter);
             for op in batch.drain(..) {
                 let answer = answers.as_mut().and_then(Iterator::next);
-                if let Op::Claim { reply, .. } = op {
-                    let _ = reply.send(answer.and_then(parse_claim).ok_or(Unavailable));
+                if let Op::Claim { reply, resume, .. } = op {
+                    let claim = answer.and_then(|a| parse_claim(a, resume));
+                    let _ = reply.send(claim.ok_or(Unavailable));
                 }
             }
         }
@@ -885,24 +929,18 @@ impl Cluster {
     /// Registers a login or membership before the hub commits it. `None` if it could not be
     /// registered: the node is not up, Redis failed (which takes the node down), or the queue
     /// is full.
-    async fn claim(
-        &self,
-        app: &AppId,
-        kind: Kind,
-        room: &str,
-        uid: &UserId,
-        want_members: bool,
-    ) -> Option<(Claim, Vec<UserId>)> {
+    async fn claim(&self, w: &Wanted<'_>) -> Option<(Claim, Vec<UserId>)> {
         if !self.is_up() {
             return None;
         }
         let (reply, answer) = oneshot::channel();
         let op = Op::Claim {
-            app: app.clone(),
-            kind,
-            room: room.to_owned(),
-            uid: uid.clone(),
-            want_members,
+            app: w.app.clone(),
+            kind: w.kind,
+            room: w.room.to_owned(),
+            uid: w.uid.clone(),
+            want_members: w.want_members,
+            resume: w.resume,
             reply,
         };
         // Full: Redis is far behind; the caller retries while the node is up. The writer's
@@ -915,13 +953,12 @@ impl Cluster {
     /// commits it. What cannot be registered is committed as a single node would (version 0),
     /// under the gate and only while the node is not up: the sync before the node goes up
     /// registers it.
-    async fn register(&self, what: Option<(AppId, Kind, &str, UserId, bool)>) -> Registered<'_> {
-        let Some((app, kind, room, uid, want_members)) = what else {
+    async fn register(&self, what: Option<Wanted<'_>>) -> Registered<'_> {
+        let Some(wanted) = what else {
             return Registered::Local(None);
         };
         loop {
-            if let Some((claim, elsewhere)) = self.claim(&app, kind, room, &uid, want_members).await
-            {
+            if let Some((claim, elsewhere)) = self.claim(&wanted).await {
                 return Registered::Claimed(claim, elsewhere);
             }
             {
@@ -949,7 +986,18 @@ impl Cluster {
     ) -> i32 {
         let checked = hub.prepare_login(app, session, uid, token, resume, now);
         let what = match (&checked, AppId::new(app)) {
-            (Ok(t), Ok(app_id)) => Some((app_id, Kind::Login, "", t.uid.clone(), false)),
+            (Ok(t), Ok(app_id)) => {
+                // What reaches this node for the login after its claim is kept for its commit.
+                hub.reserve(app, session, None, &t.uid);
+                Some(Wanted {
+                    app: app_id,
+                    kind: Kind::Login,
+                    room: "",
+                    uid: t.uid.clone(),
+                    want_members: false,
+                    resume,
+                })
+            }
             _ => None,
         };
         match self.register(what).await {
@@ -978,13 +1026,17 @@ impl Cluster {
     ) -> i32 {
         let checked = hub.prepare_join(app, session, room, uid, token, resume, now);
         let what = match (&checked, AppId::new(app)) {
-            (Ok(t), Ok(app_id)) => Some((
-                app_id,
-                Kind::Member,
-                t.room.as_str(),
-                t.uid.clone(),
-                presence,
-            )),
+            (Ok(t), Ok(app_id)) => {
+                hub.reserve(app, session, Some(&t.room), &t.uid);
+                Some(Wanted {
+                    app: app_id,
+                    kind: Kind::Member,
+                    room: t.room.as_str(),
+                    uid: t.uid.clone(),
+                    want_members: presence,
+                    resume,
+                })
+            }
             _ => None,
         };
         match self.register(what).await {
@@ -1042,6 +1094,7 @@ impl Cluster {
             self.node,
             self.rate_seq.fetch_add(1, Relaxed)
         );
+        let (wmsgs, wms, meta) = self.window_args(&delivery, now);
         let mut args: Vec<&[u8]> = vec![
             req.app_id.as_str().as_bytes(),
             self.node.as_bytes(),
@@ -1053,6 +1106,9 @@ impl Cluster {
             room_s.as_bytes(),
             &prefix,
             delivery.body(),
+            wmsgs.as_bytes(),
+            wms.as_bytes(),
+            meta.as_bytes(),
         ];
         args.extend(uids.iter().map(|u| u.as_str().as_bytes()));
         let v = self
@@ -1073,7 +1129,10 @@ impl Cluster {
             Some("ok") if kind == "B" => {
                 let nodes = items.get(2).and_then(int).unwrap_or(0);
                 let mut summary = Summary::default();
-                if let Some(r) = room {
+                // Streams in Redis: this node's members are reached through its channel.
+                if self.window.enabled() {
+                    self.count_held(items.get(3), &mut summary, report.as_deref_mut());
+                } else if let Some(r) = room {
                     summary = hub.deliver(
                         req.app_id.as_str(),
                         &delivery,
@@ -1127,6 +1186,7 @@ impl Cluster {
                 for _ in 0..missing {
                     summary.add(gone);
                 }
+                self.count_held(items.get(5), &mut summary, report.as_deref_mut());
                 let forwarded = items.get(3).and_then(int).unwrap_or(0);
                 for _ in 0..forwarded {
                     summary.add(Outcome::Forwarded);
@@ -1183,6 +1243,7 @@ impl Cluster {
         };
         let to = f.to.as_ref().map(UserId::as_str).unwrap_or("");
         let prefix = relay::deliver_prefix(app, &f.delivery, now, room, except, None);
+        let (wmsgs, wms, meta) = self.window_args(&f.delivery, now);
         let v = self
             .call(
                 &mut conn,
@@ -1195,6 +1256,10 @@ impl Cluster {
                     to.as_bytes(),
                     &prefix,
                     f.delivery.body(),
+                    wmsgs.as_bytes(),
+                    wms.as_bytes(),
+                    meta.as_bytes(),
+                    except.as_bytes(),
                 ],
             )
             .await?;
@@ -1203,6 +1268,33 @@ impl Cluster {
             self.stats.published.fetch_add(1, Relaxed);
         }
         Ok(reached)
+    }
+
+    /// Adds the recipients a route found held (recovery: their streams kept the message), a
+    /// count or, with a report, their names, to the summary and the report.
+    fn count_held(&self, v: Option<&Value>, summary: &mut Summary, report: Option<&mut Report>) {
+        let held = match (v, report) {
+            (Some(Value::Array(names)), Some(rep)) => {
+                for u in names.iter().filter_map(text) {
+                    report::add(&mut rep.lists, u, Outcome::Held);
+                }
+                names.len() as i64
+            }
+            (v, _) => v.and_then(int).unwrap_or(0),
+        };
+        for _ in 0..held.max(0) {
+            summary.add(Outcome::Held);
+        }
+    }
+
+    /// The scripts' recovery arguments for a message: `window_messages`, `window_ms`, and the
+    /// meta (`<flags>\n<accepted µs>\n`) its stored body starts with.
+    fn window_args(&self, delivery: &Delivery, accepted: Timestamp) -> (String, String, String) {
+        (
+            self.window.messages.to_string(),
+            (self.window.max_age_us / 1000).max(1).to_string(),
+            format!("{}\n{}\n", delivery.flags(), accepted.micros()),
+        )
     }
 
     /// Whether `uid` is logged in on any live node.
@@ -1358,7 +1450,8 @@ fn parse_entry(e: &str) -> Option<Registration> {
     }
 }
 
-fn parse_claim(v: Value) -> Option<(Claim, Vec<UserId>)> {
+/// A claim's answer; `resume`: where the client asked to resume its stream.
+fn parse_claim(v: Value, resume: Option<StreamPos>) -> Option<(Claim, Vec<UserId>)> {
     let items = array(v);
     let version = u64::try_from(int(items.first()?)?).ok()?;
     let took_over = int(items.get(1)?)? == 1;
@@ -1371,7 +1464,54 @@ fn parse_claim(v: Value) -> Option<(Claim, Vec<UserId>)> {
         .filter_map(text)
         .filter_map(|u| UserId::new(&u).ok())
         .collect();
-    Some((Claim { version, took_over }, members))
+    let stream = match (items.get(3).and_then(int), items.get(4).and_then(int)) {
+        (Some(epoch), Some(position)) => {
+            let head = StreamPos {
+                epoch: u64::try_from(epoch).ok()?,
+                position: u64::try_from(position).ok()?,
+            };
+            let resumed = resume.map(|from| parse_replay(&items[5..], head.epoch, from.position));
+            Some(Box::new(ClaimedStream { head, resumed }))
+        }
+        _ => None,
+    };
+    let claim = Claim {
+        version,
+        took_over,
+        stream,
+    };
+    Some((claim, members))
+}
+
+/// What a claim's resume found: `1` and the messages after position `from` of `epoch` (each
+/// `<flags>\n<accepted µs>\n<body>`), or a gap (`0`, or anything that does not parse: never a
+/// guess).
+fn parse_replay(items: &[Value], epoch: u64, from: u64) -> Resumed {
+    if items.first().and_then(int) != Some(1) {
+        return Resumed::Gap;
+    }
+    let mut replay = Vec::with_capacity(items.len() - 1);
+    for (item, position) in items[1..].iter().zip(from + 1..) {
+        let Value::BulkString(b) = item else {
+            return Resumed::Gap;
+        };
+        let mut parts = b.splitn(3, |c| *c == b'\n');
+        let (Some(flags), Some(accepted), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Resumed::Gap;
+        };
+        let number = |s: &[u8]| std::str::from_utf8(s).ok()?.parse::<u64>().ok();
+        let (Some(flags), Some(accepted)) = (number(flags), number(accepted)) else {
+            return Resumed::Gap;
+        };
+        let Ok(flags) = u8::try_from(flags) else {
+            return Resumed::Gap;
+        };
+        let delivery = Delivery::from_parts(flags, Bytes::copy_from_slice(body));
+        let pos = StreamPos { epoch, position };
+        replay.push((pos, delivery, Timestamp::from_micros(accepted)));
+    }
+    Resumed::Replay(replay)
 }
 
 fn array(v: Value) -> Vec<Value> {
@@ -1428,15 +1568,88 @@ mod tests {
             Value::Int(1),
             Value::Array(vec![Value::BulkString(b"u2".to_vec())]),
         ]);
-        let (claim, members) = parse_claim(v).unwrap();
+        let (claim, members) = parse_claim(v, None).unwrap();
         assert_eq!(
             claim,
             Claim {
                 version: 7,
-                took_over: true
+                took_over: true,
+                stream: None,
             }
         );
         assert_eq!(members, vec![UserId::new("u2").unwrap()]);
-        assert_eq!(parse_claim(Value::Nil), None);
+        assert_eq!(parse_claim(Value::Nil, None), None);
+    }
+
+    #[test]
+    fn claimed_streams_and_replays_parse_and_a_bad_replay_is_a_gap() {
+        let bulk = |s: &[u8]| Value::BulkString(s.to_vec());
+        let claim = |tail: Vec<Value>, resume| {
+            let mut v = vec![Value::Int(3), Value::Int(0), Value::Array(vec![])];
+            v.extend(tail);
+            parse_claim(Value::Array(v), resume)
+                .unwrap()
+                .0
+                .stream
+                .unwrap()
+        };
+        let from = |position| {
+            Some(StreamPos {
+                epoch: 1_843_000_000_000_007,
+                position,
+            })
+        };
+        let head = StreamPos {
+            epoch: 1_843_000_000_000_007,
+            position: 12,
+        };
+        // No resume asked: only the head.
+        let s = claim(vec![bulk(b"1843000000000007"), Value::Int(12)], None);
+        assert_eq!(
+            *s,
+            ClaimedStream {
+                head,
+                resumed: None
+            }
+        );
+        // A replay of positions 11 and 12, bodies whole (newlines and all).
+        let s = claim(
+            vec![
+                bulk(b"1843000000000007"),
+                Value::Int(12),
+                Value::Int(1),
+                bulk(b"1\n1700000000000001\nfirst\nline"),
+                bulk(b"0\n1700000000000002\n"),
+            ],
+            from(10),
+        );
+        let Some(Resumed::Replay(r)) = s.resumed else {
+            panic!("not a replay: {s:?}");
+        };
+        let got: Vec<_> = r
+            .iter()
+            .map(|(p, d, t)| (p.position, d.flags(), d.body().to_vec(), t.micros()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (11, 1, b"first\nline".to_vec(), 1_700_000_000_000_001),
+                (12, 0, Vec::new(), 1_700_000_000_000_002),
+            ]
+        );
+        assert!(r.iter().all(|(p, ..)| p.epoch == head.epoch));
+        // A gap, or a replay that does not parse, is a gap: never a guess.
+        for tail in [
+            vec![Value::Int(0)],
+            vec![],
+            vec![Value::Int(1), bulk(b"x\n1\nbody")],
+            vec![Value::Int(1), bulk(b"1\n1")],
+            vec![Value::Int(1), bulk(b"300\n1\nbody")],
+            vec![Value::Int(1), Value::Int(5)],
+        ] {
+            let mut v = vec![bulk(b"1843000000000007"), Value::Int(12)];
+            v.extend(tail);
+            assert_eq!(claim(v, from(11)).resumed, Some(Resumed::Gap));
+        }
     }
 }

@@ -1,7 +1,9 @@
 -- Registers a login (L) or membership (M) on this node, as a new version; a live node that held
 -- it is told to end its older one. A new member's join is told to the room's other nodes.
--- ARGV: app, me, kind, room, uid, want_members (1: return the room's members on other nodes).
--- Returns {version, took_over (0|1), members}.
+-- ARGV: app, me, kind, room, uid, want_members (1: return the room's members on other nodes),
+-- window_messages (0: recovery off), resume epoch ('' if none), resume position.
+-- Returns {version, took_over (0|1), members}; with recovery, then the stream's epoch and last
+-- position, and with a resume what s_resume found (1 and the messages, or 0).
 local app, me, kind, room, uid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local hk = hkey(app, kind, room)
 local e = entry(app, kind, room, uid)
@@ -41,4 +43,14 @@ if kind == 'M' then
     end
   end
 end
-return {v, took, members}
+local out = {v, took, members}
+if tonumber(ARGV[7]) > 0 then
+  local se, sp = s_open(app, kind, room, uid)
+  out[4], out[5] = se, sp
+  if ARGV[8] ~= '' then
+    for _, x in ipairs(s_resume(app, kind, room, uid, se, sp, ARGV[8], tonumber(ARGV[9]))) do
+      out[#out + 1] = x
+    end
+  end
+end
+return out

@@ -1,5 +1,6 @@
 -- Keeps this node alive for ttl ms, and sweeps (a batch of) what one dead node had registered,
--- telling the rooms' other nodes their members left. ARGV: me, ttl_ms, batch, dropped_reason.
+-- telling the rooms' other nodes their members left, and holding their streams for keep_ms (-1:
+-- recovery off). ARGV: me, ttl_ms, batch, dropped_reason, keep_ms.
 -- Returns {1 if this node had been given up for dead (it must re-register), swept entries...}.
 local me, ttl, batch, reason = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local t = now_ms()
@@ -20,6 +21,7 @@ for _, e in ipairs(redis.call('SPOP', idx(d), batch)) do
   local cur = redis.call('HGET', hk, uid)
   if cur and split(cur) == d then
     redis.call('HDEL', hk, uid)
+    if tonumber(ARGV[5]) >= 0 then s_end(app, kind, room, uid, tonumber(ARGV[5])) end
     if kind == 'M' then
       rn_add(app, room, d, -1)
       to_room_nodes(app, room, d, 'Q\n' .. app .. '\n' .. room .. '\n' .. uid .. '\n' .. reason .. '\n')

@@ -6,6 +6,14 @@
 --   herald:{<app>}:room:<room>   hash  uid -> "<node>|<version>"
 --   herald:{<app>}:rn:<room>     hash  node -> members of the room on that node
 --   herald:{<app>}:rate          zset  admitted calls of the last second (score: µs)
+-- With recovery on (window_messages > 0; every node of a cluster must agree), each login's and
+-- membership's stream (<kind> L or M, <room> empty for a login):
+--   herald:{<app>}:s:<kind>:<room>:<uid>  hash    e: epoch, p: last position
+--   herald:{<app>}:w:<kind>:<room>:<uid>  list    ids of the messages at the last positions
+--   herald:{<app>}:m:<id>                 string  "<flags>\n<accepted µs>\n<body>", for window_ms
+--   herald:{<app>}:held:<room>            zset    uid -> until (ms): members whose streams are held
+--   herald:mseq                           counter of message ids
+-- A stream lives while registered, then window_ms more if its connection was lost (held).
 -- Channels: herald:n:<node>, one per node (formats in herald-core's relay.rs).
 local P = 'herald:'
 local T = nil
@@ -54,4 +62,141 @@ local function to_room_nodes(app, room, except, msg)
     end
   end
   return count
+end
+
+-- Streams (recovery). Numbers are formatted whole: Lua 5.1 would print 2^50 as 1.1258999068426e+15.
+local function num(x) return string.format('%.0f', x) end
+local function skey(app, kind, room, uid)
+  return P .. '{' .. app .. '}:s:' .. kind .. ':' .. room .. ':' .. uid
+end
+local function wkey(app, kind, room, uid)
+  return P .. '{' .. app .. '}:w:' .. kind .. ':' .. room .. ':' .. uid
+end
+local function mkey(app, id) return P .. '{' .. app .. '}:m:' .. id end
+local function heldkey(app, room) return P .. '{' .. app .. '}:held:' .. room end
+-- A new epoch: the Redis clock in ms times 1024, plus a counter, below 2^53 until 2248.
+local function new_epoch()
+  return num(now_ms() * 1024 + redis.call('INCR', P .. 'seq') % 1024)
+end
+-- The stream of a login or membership now registered: kept while registered (no expiry),
+-- made if there is none. Returns its epoch (a string) and last position.
+local function s_open(app, kind, room, uid)
+  local sk, wk = skey(app, kind, room, uid), wkey(app, kind, room, uid)
+  local e = redis.call('HGET', sk, 'e')
+  if kind == 'M' then redis.call('ZREM', heldkey(app, room), uid) end
+  if e then
+    redis.call('PERSIST', sk)
+    redis.call('PERSIST', wk)
+    return e, tonumber(redis.call('HGET', sk, 'p'))
+  end
+  e = new_epoch()
+  redis.call('DEL', wk)
+  redis.call('HSET', sk, 'e', e, 'p', 0)
+  return e, 0
+end
+-- The end of a registration: the stream is held for keep_ms (its connection was lost), or
+-- forgotten (keep_ms 0: the user left, was kicked, or recovery is off).
+local function s_end(app, kind, room, uid, keep_ms)
+  local sk, wk = skey(app, kind, room, uid), wkey(app, kind, room, uid)
+  if keep_ms <= 0 then
+    redis.call('DEL', sk, wk)
+    if kind == 'M' then redis.call('ZREM', heldkey(app, room), uid) end
+    return
+  end
+  if redis.call('PEXPIRE', sk, keep_ms) == 0 then return end
+  redis.call('PEXPIRE', wk, keep_ms)
+  if kind == 'M' then
+    local hk = heldkey(app, room)
+    redis.call('ZADD', hk, now_ms() + keep_ms, uid)
+    if redis.call('PTTL', hk) < keep_ms then redis.call('PEXPIRE', hk, keep_ms) end
+  end
+end
+-- What a resume from (re, rp) replays: {1, messages...} (each "<flags>\n<accepted>\n<body>",
+-- positions rp+1..p), or {0} if any of it is not kept (another epoch, a position the stream
+-- never had, trimmed, or older than the window).
+local function s_resume(app, kind, room, uid, e, p, re, rp)
+  if re ~= e or rp > p then return {0} end
+  local missed = p - rp
+  if missed == 0 then return {1} end
+  local wk = wkey(app, kind, room, uid)
+  if missed > redis.call('LLEN', wk) then return {0} end
+  local ids = redis.call('LRANGE', wk, -missed, -1)
+  local keys = {}
+  for i, id in ipairs(ids) do keys[i] = mkey(app, id) end
+  local out = {1}
+  for _, m in ipairs(redis.call('MGET', unpack(keys))) do
+    if not m then return {0} end
+    out[#out + 1] = m
+  end
+  return out
+end
+-- One message for many streams: its body is stored once, on the first append.
+-- ctx: app, kind (L|M), room, meta ("<flags>\n<accepted>\n"), body, wmsgs, wms; mid once stored.
+-- Appends to uid's stream; with make, makes the stream if there is none (a registered recipient).
+-- Returns "<uid>:<epoch>:<position>", or nil if uid has no stream.
+local function s_append(ctx, uid, make)
+  local sk, wk = skey(ctx.app, ctx.kind, ctx.room, uid), wkey(ctx.app, ctx.kind, ctx.room, uid)
+  local e = redis.call('HGET', sk, 'e')
+  if not e then
+    if not make then return nil end
+    e = s_open(ctx.app, ctx.kind, ctx.room, uid)
+  end
+  if not ctx.mid then
+    ctx.mid = redis.call('INCR', P .. 'mseq')
+    redis.call('SET', mkey(ctx.app, ctx.mid), ctx.meta .. ctx.body, 'PX', ctx.wms)
+  end
+  local p = redis.call('HINCRBY', sk, 'p', 1)
+  local n = redis.call('RPUSH', wk, ctx.mid)
+  if n > ctx.wmsgs then
+    redis.call('LTRIM', wk, -ctx.wmsgs, -1)
+  elseif n == 1 then
+    -- A held stream's first message: the list expires with the stream.
+    local t = redis.call('PTTL', sk)
+    if t > 0 then redis.call('PEXPIRE', wk, t) end
+  end
+  return uid .. ':' .. e .. ':' .. num(p)
+end
+-- Delivers one message to uids (logins, or members of ctx.room) at the next position of each
+-- one's stream: one PUBLISH per live node holding recipients (this node too; it delivers what
+-- its channel brings, so each stream's messages arrive in position order). A recipient not
+-- registered on a live node but with a stream is held (its stream keeps the message).
+-- Returns missing, held (counts; with names, lists of uids), forwarded, nodes.
+local function s_deliver(ctx, me, uids, prefix, names)
+  local hk = hkey(ctx.app, ctx.kind, ctx.room)
+  local vals = redis.call('HMGET', hk, unpack(uids))
+  local missing, held, forwarded, per, order = 0, 0, 0, {}, {}
+  if names then missing, held = {}, {} end
+  for i, u in ipairs(uids) do
+    local v = vals[i]
+    local n = v and string.sub(v, 1, string.find(v, '|', 1, true) - 1)
+    local live = n and alive(n)
+    local at = s_append(ctx, u, live)
+    if not at then
+      if names then missing[#missing + 1] = u else missing = missing + 1 end
+    elseif not live then
+      if names then held[#held + 1] = u else held = held + 1 end
+    else
+      local list = per[n]
+      if not list then list = {}; per[n] = list; order[#order + 1] = n end
+      list[#list + 1] = at
+    end
+  end
+  for _, n in ipairs(order) do
+    redis.call('PUBLISH', chan(n), prefix .. table.concat(per[n], ',') .. '\n' .. ctx.body)
+    forwarded = forwarded + #per[n]
+  end
+  return missing, held, forwarded, #order
+end
+-- The members of a room with a stream, registered or held, but `except`.
+local function s_room(app, room, except)
+  local out, seen = {}, {}
+  for _, u in ipairs(redis.call('HKEYS', hkey(app, 'M', room))) do
+    if u ~= except then out[#out + 1] = u; seen[u] = true end
+  end
+  local hk = heldkey(app, room)
+  redis.call('ZREMRANGEBYSCORE', hk, '-inf', now_ms())
+  for _, u in ipairs(redis.call('ZRANGE', hk, 0, -1)) do
+    if u ~= except and not seen[u] then out[#out + 1] = u end
+  end
+  return out
 end

@@ -1,7 +1,8 @@
 -- Forgets a login (L) or membership (M) this node ended, if the cluster still has it as this
 -- node's `version` ('*': any version below `below`, for purging after an outage). A member's
--- leave is told to the room's other nodes. ARGV: app, me, kind, room, uid, version, reason, below.
--- Returns 1 if forgotten.
+-- leave is told to the room's other nodes. ARGV: app, me, kind, room, uid, version, reason, below,
+-- keep_ms (recovery: the stream is held this long, the connection was lost; 0: forgotten; -1:
+-- recovery off). Returns 1 if forgotten.
 local app, me, kind, room, uid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local hk = hkey(app, kind, room)
 local cur = redis.call('HGET', hk, uid)
@@ -21,6 +22,8 @@ elseif ver ~= tonumber(ARGV[6]) then
 end
 redis.call('HDEL', hk, uid)
 redis.call('SREM', idx(me), entry(app, kind, room, uid))
+local keep = tonumber(ARGV[9])
+if keep >= 0 then s_end(app, kind, room, uid, keep) end
 if kind == 'M' then
   rn_add(app, room, me, -1)
   to_room_nodes(app, room, me, 'Q\n' .. app .. '\n' .. room .. '\n' .. uid .. '\n' .. ARGV[7] .. '\n')

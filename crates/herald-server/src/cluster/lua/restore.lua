@@ -1,9 +1,9 @@
 -- Re-registers, after an outage, a login (L) or membership (M) this node holds: kept if the
 -- cluster has it as this node's, taken if nobody live holds it, lost if another live node does.
 -- ARGV: app, me, kind, room, uid, the version this node knows it by (0: registered locally while
--- Redis was away). Returns the version, -1 if lost, or 0 if the cluster has it as this node's
--- under another version: a newer login or join of the same user here, whose commit ends the one
--- being restored.
+-- Redis was away), window_messages (0: recovery off; else the stream is kept while registered).
+-- Returns the version, -1 if lost, or 0 if the cluster has it as this node's under another
+-- version: a newer login or join of the same user here, whose commit ends the one being restored.
 local app, me, kind, room, uid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local known = tonumber(ARGV[6])
 local hk = hkey(app, kind, room)
@@ -14,6 +14,7 @@ if cur then
   if n == me then
     if known ~= 0 and ver ~= known then return 0 end
     redis.call('SADD', idx(me), e)
+    if tonumber(ARGV[7]) > 0 then s_open(app, kind, room, uid) end
     return ver
   end
   if alive(n) then return -1 end
@@ -23,6 +24,7 @@ end
 local v = redis.call('INCR', P .. 'seq')
 redis.call('HSET', hk, uid, me .. '|' .. v)
 redis.call('SADD', idx(me), e)
+if tonumber(ARGV[7]) > 0 then s_open(app, kind, room, uid) end
 if kind == 'M' then
   rn_add(app, room, me, 1)
   if not cur then
