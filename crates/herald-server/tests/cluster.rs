@@ -990,3 +990,116 @@ async fn recovery_across_nodes_is_bounded_by_the_window() {
     assert_ne!(answer["stream"]["epoch"], epoch, "{answer}");
     assert_eq!(answer["stream"]["position"], 0, "{answer}");
 }
+
+/// A broadcast with recovery names every member in Redis: a room larger than what Lua can pass
+/// to one command (about 8,000 arguments) still takes a position in every member's stream.
+#[tokio::test]
+async fn a_broadcast_to_a_very_large_room_takes_every_members_position() {
+    let Some(redis) = Redis::start() else { return };
+    let node = start(node_config_with(&redis, "n1", false, "")).await;
+    wait_up(node.local_addr()).await;
+    let now = system_now();
+    let mut alice = ws(node.local_addr(), APP).await;
+    join(&mut alice, "big", "alice", now).await;
+    // 9,000 more members, registered on n1 as far as Redis knows (held by no connection here).
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let room_key = format!("herald:{{{APP}}}:room:big");
+    let mut fake = ::redis::cmd("HSET");
+    fake.arg(&room_key);
+    for i in 0..9000 {
+        fake.arg(format!("u{i}")).arg("n1|1");
+    }
+    let _: i64 = fake.query_async(&mut conn).await.unwrap();
+
+    ok(
+        node.local_addr(),
+        "SendBroadcast",
+        json!({"AppId":APP,"From":"srv","RoomId":"big","Message":"hello"}),
+        now,
+    )
+    .await;
+    let m = message(&mut alice).await;
+    assert_eq!(
+        (m.pos.map(|p| p.position), m.payload.as_ref()),
+        (Some(1), &b"hello"[..])
+    );
+    for uid in ["u0", "u8999"] {
+        let stream = format!("herald:{{{APP}}}:s:M:big:{uid}");
+        let p: Option<u64> = ::redis::cmd("HGET")
+            .arg(&stream)
+            .arg("p")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(p, Some(1), "{uid}");
+    }
+}
+
+/// A resume replays as much as the window holds, even more than Lua can pass to one command.
+#[tokio::test]
+async fn a_resume_replays_a_window_larger_than_one_redis_command() {
+    let Some(redis) = Redis::start() else { return };
+    let extra = "[recovery]\nwindow_messages = 10000\n";
+    let node = start(node_config_with(&redis, "n1", false, extra)).await;
+    wait_up(node.local_addr()).await;
+    let now = system_now();
+    // alice's login stream as Redis keeps it: 9,000 messages in epoch 5, held for a minute.
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("herald:{{{APP}}}:s:L::alice");
+    let window = format!("herald:{{{APP}}}:w:L::alice");
+    let mut pipe = ::redis::pipe();
+    pipe.cmd("HSET")
+        .arg(&stream)
+        .arg("e")
+        .arg(5)
+        .arg("p")
+        .arg(9000);
+    pipe.cmd("PEXPIRE").arg(&stream).arg(60_000);
+    let mut ids = ::redis::cmd("RPUSH");
+    ids.arg(&window);
+    let accepted = now as u64 * 1_000_000;
+    for i in 1..=9000 {
+        ids.arg(i);
+        let body = herald_proto::client::Delivery::encode(
+            herald_proto::client::MessageKind::OutsideRoom,
+            "srv",
+            None,
+            false,
+            format!("m{i}").as_bytes(),
+        );
+        let mut stored = format!("{}\n{accepted}\n", body.flags()).into_bytes();
+        stored.extend_from_slice(body.body());
+        pipe.cmd("SET")
+            .arg(format!("herald:{{{APP}}}:m:{i}"))
+            .arg(stored)
+            .arg("PX")
+            .arg(60_000);
+    }
+    pipe.add_command(ids);
+    pipe.cmd("PEXPIRE").arg(&window).arg(60_000);
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+
+    let mut alice = ws(node.local_addr(), APP).await;
+    send_call(
+        &mut alice,
+        json!({"call":"login","token":token("", "alice", now),"uid":"alice",
+               "resume":{"epoch":5,"position":0}}),
+    )
+    .await;
+    let answer = event(&mut alice).await;
+    assert_eq!(
+        (
+            &answer["stream"]["recovered"],
+            &answer["stream"]["replayed"]
+        ),
+        (&json!(true), &json!(9000)),
+        "{answer}"
+    );
+    for i in 1..=9000u64 {
+        let m = message(&mut alice).await;
+        assert_eq!(m.pos.map(|p| (p.epoch, p.position)), Some((5, i)));
+        assert_eq!(m.payload.as_ref(), format!("m{i}").as_bytes());
+    }
+}

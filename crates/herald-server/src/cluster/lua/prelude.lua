@@ -66,6 +66,22 @@ end
 
 -- Streams (recovery). Numbers are formatted whole: Lua 5.1 would print 2^50 as 1.1258999068426e+15.
 local function num(x) return string.format('%.0f', x) end
+-- redis.call(cmd, key?, args...) over many args, a thousand at a time (Lua's unpack fails past
+-- about 8000), its answers joined.
+local function chunked(cmd, key, args)
+  local out = {}
+  for i = 1, #args, 1000 do
+    local last = math.min(i + 999, #args)
+    local part
+    if key then
+      part = redis.call(cmd, key, unpack(args, i, last))
+    else
+      part = redis.call(cmd, unpack(args, i, last))
+    end
+    for j = 1, last - i + 1 do out[#out + 1] = part[j] end
+  end
+  return out
+end
 local function skey(app, kind, room, uid)
   return P .. '{' .. app .. '}:s:' .. kind .. ':' .. room .. ':' .. uid
 end
@@ -124,9 +140,10 @@ local function s_resume(app, kind, room, uid, e, p, re, rp)
   local keys = {}
   for i, id in ipairs(ids) do keys[i] = mkey(app, id) end
   local out = {1}
-  for _, m in ipairs(redis.call('MGET', unpack(keys))) do
-    if not m then return {0} end
-    out[#out + 1] = m
+  local bodies = chunked('MGET', nil, keys)
+  for i = 1, missed do
+    if not bodies[i] then return {0} end
+    out[#out + 1] = bodies[i]
   end
   return out
 end
@@ -163,7 +180,7 @@ end
 -- Returns missing, held (counts; with names, lists of uids), forwarded, nodes.
 local function s_deliver(ctx, me, uids, prefix, names)
   local hk = hkey(ctx.app, ctx.kind, ctx.room)
-  local vals = redis.call('HMGET', hk, unpack(uids))
+  local vals = chunked('HMGET', hk, uids)
   local missing, held, forwarded, per, order = 0, 0, 0, {}, {}
   if names then missing, held = {}, {} end
   for i, u in ipairs(uids) do
