@@ -113,6 +113,8 @@ pub fn encode(
         | System::HeraldNoRecovery
         | System::Cluster1
         | System::Cluster3
+        | System::Cluster1NoRecovery
+        | System::Cluster3NoRecovery
         | System::BareAxum => {
             let (action, body) = herald_body(call, load, message, apps);
             signed_request(host, &apps[call.app].key, action, &body)

@@ -30,6 +30,8 @@ fn colour(system: System) -> RGBColor {
         System::BareAxum => RGBColor(255, 127, 14),
         System::Cluster1 => RGBColor(240, 128, 128),
         System::Cluster3 => RGBColor(140, 20, 20),
+        System::Cluster1NoRecovery => RGBColor(250, 190, 190),
+        System::Cluster3NoRecovery => RGBColor(190, 110, 110),
     }
 }
 

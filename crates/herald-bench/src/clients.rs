@@ -103,9 +103,12 @@ impl Decoder {
     /// The decoder for a client of `system` that has just been set up.
     pub fn new(system: System) -> Decoder {
         match system {
-            System::Herald | System::HeraldNoRecovery | System::Cluster1 | System::Cluster3 => {
-                Decoder::Herald { last_msgid: 0 }
-            }
+            System::Herald
+            | System::HeraldNoRecovery
+            | System::Cluster1
+            | System::Cluster3
+            | System::Cluster1NoRecovery
+            | System::Cluster3NoRecovery => Decoder::Herald { last_msgid: 0 },
             System::Nats => Decoder::Nats(Reassembly::default()),
             System::Mosquitto => Decoder::Mqtt(Reassembly::default()),
             System::Socketio => Decoder::SocketIo,
@@ -206,7 +209,12 @@ pub async fn set_up(
 ) -> anyhow::Result<(WsClient, Decoder)> {
     let host = target.host();
     let ws = match system {
-        System::Herald | System::HeraldNoRecovery | System::Cluster1 | System::Cluster3 => {
+        System::Herald
+        | System::HeraldNoRecovery
+        | System::Cluster1
+        | System::Cluster3
+        | System::Cluster1NoRecovery
+        | System::Cluster3NoRecovery => {
             let mut ws = fleet::connect(target, index.unwrap_or(0), app).await?;
             if spec.login {
                 fleet::login(&mut ws, app, &spec.uid).await?;
@@ -297,9 +305,12 @@ pub async fn cycle(
     };
     let (mut ws, _) = set_up(system, target, app, &spec, None).await?;
     match system {
-        System::Herald | System::HeraldNoRecovery | System::Cluster1 | System::Cluster3 => {
-            fleet::leave(&mut ws, room).await?
-        }
+        System::Herald
+        | System::HeraldNoRecovery
+        | System::Cluster1
+        | System::Cluster3
+        | System::Cluster1NoRecovery
+        | System::Cluster3NoRecovery => fleet::leave(&mut ws, room).await?,
         System::Nats => {
             let mut out = Vec::new();
             nats::unsub(&mut out, 2);

@@ -70,13 +70,14 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// Also run these peers and limits, each on every scenario it can do, side by side with
-    /// Herald (comma-separated). `herald-norecovery` is Herald with recovery off, to measure
-    /// what recovery costs.
+    /// Herald (comma-separated). `herald-norecovery` (and `cluster1-norecovery`,
+    /// `cluster3-norecovery`) is Herald (in cluster mode) with recovery off, to measure what
+    /// recovery costs.
     #[arg(long, value_enum, value_delimiter = ',', requires = "herald_bin")]
     peers: Vec<System>,
     /// Run every peer and limit and Herald in cluster mode
-    /// (`--peers nats,mosquitto,socketio,raw-writer,bare-axum,cluster1,cluster3`; not
-    /// `herald-norecovery`).
+    /// (`--peers nats,mosquitto,socketio,raw-writer,bare-axum,cluster1,cluster3`; not the
+    /// `-norecovery` systems).
     #[arg(long, conflicts_with = "peers", requires = "herald_bin")]
     all_peers: bool,
     /// The `nats-server` program.
@@ -398,5 +399,7 @@ fn system_tag(system: System) -> &'static str {
         System::BareAxum => "bare-axum",
         System::Cluster1 => "cluster1",
         System::Cluster3 => "cluster3",
+        System::Cluster1NoRecovery => "cluster1-norecovery",
+        System::Cluster3NoRecovery => "cluster3-norecovery",
     }
 }

@@ -494,14 +494,27 @@ impl Report {
         }
     }
 
-    /// Herald with recovery on (the default) and off (issue 8): each scenario's figures side by
-    /// side, and their ratio on/off.
+    /// Herald with recovery on (the default) and off (issue 8), alone and in cluster mode: each
+    /// scenario's figures side by side, and their ratio on/off.
     fn recovery(&self, out: &mut String) {
-        let (on, off) = (System::Herald, System::HeraldNoRecovery);
-        if !self.systems.contains(&off) {
+        let offs: Vec<System> = self
+            .systems
+            .iter()
+            .copied()
+            .filter(|s| s.recovery_off())
+            .collect();
+        if offs.is_empty() {
             return;
         }
-        out.push_str("### Recovery on and off\n\nHerald as configured by default (`[recovery] window_messages = 1000`: a stream of the last messages per login and room membership) and the same server with `window_messages = 0`, fresh servers in turn on each scenario. Fan-out and broadcast: each one's highest sustained step, and both at the highest offered rate both sustained.\n\n");
+        out.push_str("### Recovery on and off\n\nHerald as configured by default (`[recovery] window_messages = 1000`: a stream of the last messages per login and room membership) and the same server with `window_messages = 0`, fresh servers in turn on each scenario. In cluster mode the streams are in Redis: every recipient's position is taken there, each message's body stored once, and a node receives its own recipients' messages through its channel too. Fan-out and broadcast: each one's highest sustained step, and both at the highest offered rate both sustained.\n\n");
+        for off in offs {
+            self.recovery_of(off.with_recovery(), off, out);
+        }
+    }
+
+    /// One pair of [`Report::recovery`]: `on` and `off`.
+    fn recovery_of(&self, on: System, off: System, out: &mut String) {
+        let _ = writeln!(out, "#### {}\n", on.label());
         let idle = self.idle_runs();
         let idle_of = |s: System| idle.iter().find(|(x, _)| *x == s).map(|(_, i)| *i);
         if let (Some(a), Some(b)) = (idle_of(on), idle_of(off)) {
@@ -635,15 +648,22 @@ impl Report {
                 );
             }
             if title.starts_with("fanout") {
-                if let Some(ob) = runs
+                for (off, ob) in runs
                     .iter()
-                    .find(|(s, _)| *s == System::HeraldNoRecovery)
-                    .and_then(|(_, r)| best(r))
+                    .filter(|(s, _)| s.recovery_off())
+                    .filter_map(|(s, r)| Some((*s, best(r)?)))
                 {
-                    let on = best(herald).map_or(0.0, |b| b.deliveries_per_sec);
+                    let on_runs = runs.iter().find(|(s, _)| *s == off.with_recovery());
+                    let on = on_runs
+                        .and_then(|(_, r)| best(r))
+                        .map_or(0.0, |b| b.deliveries_per_sec);
+                    let who = match off {
+                        System::HeraldNoRecovery => String::new(),
+                        s => format!(" ({})", s.with_recovery().label()),
+                    };
                     let _ = writeln!(
                         out,
-                        "| {title}, issue 8: deliveries/s with recovery on at least 85% of recovery off (highest sustained step of each) | {} ({} of off) | recovery off: {} (85% = {}) | {} |",
+                        "| {title}, issue 8{who}: deliveries/s with recovery on at least 85% of recovery off (highest sustained step of each) | {} ({} of off) | recovery off: {} (85% = {}) | {} |",
                         rate(on),
                         ratio(on, ob.deliveries_per_sec),
                         rate(ob.deliveries_per_sec),

@@ -44,6 +44,15 @@ pub enum System {
     /// Herald in cluster mode, three nodes on one `redis-server`, on this machine: clients and
     /// API calls spread over the nodes, so most recipients of a call are on other nodes.
     Cluster3,
+    /// `cluster1` with recovery off: no stream in Redis, so what recovery costs a cluster is the
+    /// difference.
+    #[value(name = "cluster1-norecovery")]
+    #[serde(rename = "cluster1-norecovery")]
+    Cluster1NoRecovery,
+    /// `cluster3` with recovery off.
+    #[value(name = "cluster3-norecovery")]
+    #[serde(rename = "cluster3-norecovery")]
+    Cluster3NoRecovery,
 }
 
 impl System {
@@ -62,22 +71,46 @@ impl System {
     /// True for Herald, in any mode or configuration (its clients and API speak Herald's
     /// protocol).
     pub fn is_herald(self) -> bool {
-        matches!(
-            self,
-            System::Herald | System::HeraldNoRecovery | System::Cluster1 | System::Cluster3
-        )
+        self.herald_nodes() > 0
     }
 
     /// True for Herald in cluster mode.
     pub fn is_cluster(self) -> bool {
-        matches!(self, System::Cluster1 | System::Cluster3)
+        matches!(
+            self,
+            System::Cluster1
+                | System::Cluster3
+                | System::Cluster1NoRecovery
+                | System::Cluster3NoRecovery
+        )
+    }
+
+    /// True for Herald with recovery off (`[recovery] window_messages = 0`).
+    pub fn recovery_off(self) -> bool {
+        matches!(
+            self,
+            System::HeraldNoRecovery | System::Cluster1NoRecovery | System::Cluster3NoRecovery
+        )
+    }
+
+    /// The same Herald with recovery on (the default), for a system with it off.
+    pub fn with_recovery(self) -> System {
+        match self {
+            System::HeraldNoRecovery => System::Herald,
+            System::Cluster1NoRecovery => System::Cluster1,
+            System::Cluster3NoRecovery => System::Cluster3,
+            s => s,
+        }
     }
 
     /// Herald nodes it runs (0 for the other systems).
     pub fn herald_nodes(self) -> usize {
         match self {
-            System::Herald | System::HeraldNoRecovery | System::Cluster1 => 1,
-            System::Cluster3 => 3,
+            System::Herald
+            | System::HeraldNoRecovery
+            | System::Cluster1
+            | System::Cluster1NoRecovery => 1,
+            System::Cluster3 | System::Cluster3NoRecovery => 3,
             _ => 0,
         }
     }
@@ -94,6 +127,8 @@ impl System {
             System::BareAxum => "bare axum (HTTP limit)",
             System::Cluster1 => "Herald on Redis, 1 node",
             System::Cluster3 => "Herald on Redis, 3 nodes",
+            System::Cluster1NoRecovery => "Herald on Redis, 1 node, recovery off",
+            System::Cluster3NoRecovery => "Herald on Redis, 3 nodes, recovery off",
         }
     }
 
@@ -105,13 +140,11 @@ impl System {
         if scenario == Scenario::Soak {
             // It checks Herald's guarantees (nothing lost, order, slow consumers cut off), which
             // recovery does not change.
-            return self.is_herald() && self != System::HeraldNoRecovery;
+            return self.is_herald() && !self.recovery_off();
         }
         match self {
             System::BareAxum => scenario == Scenario::Unicast,
-            System::Cluster1 | System::Cluster3 => {
-                matches!(scenario, Scenario::Fanout | Scenario::Broadcast)
-            }
+            s if s.is_cluster() => matches!(scenario, Scenario::Fanout | Scenario::Broadcast),
             _ => true,
         }
     }
@@ -214,17 +247,19 @@ pub async fn start(
             cmd.arg(sub).arg("--listen").arg("127.0.0.1:0");
             Running::start(cmd, log, Ready::Announces(prefix)).await
         }
-        System::Cluster1 | System::Cluster3 => {
-            start_cluster(system.herald_nodes(), programs, herald_config, dir, tag).await
+        s => {
+            let nodes = s.herald_nodes();
+            start_cluster(nodes, s.recovery_off(), programs, herald_config, dir, tag).await
         }
     }
 }
 
 /// Starts a `redis-server` on a free port (no persistence) and `nodes` Herald nodes on it, each
-/// with `herald_config` and a `[cluster]` section. The first node is the returned process; the
-/// other nodes and Redis are its companions.
+/// with `herald_config` (with recovery off if `recovery_off`) and a `[cluster]` section. The
+/// first node is the returned process; the other nodes and Redis are its companions.
 async fn start_cluster(
     nodes: usize,
+    recovery_off: bool,
     programs: &Programs,
     herald_config: &Path,
     dir: &Path,
@@ -241,8 +276,11 @@ async fn start_cluster(
         Ready::Listens(redis_addr, redis_addr),
     )
     .await?;
-    let base = std::fs::read_to_string(herald_config)
+    let mut base = std::fs::read_to_string(herald_config)
         .with_context(|| format!("cannot read {}", herald_config.display()))?;
+    if recovery_off {
+        base = recovery_off_config(&base);
+    }
     let mut started = Vec::new();
     for n in 0..nodes.max(1) {
         let config = dir.join(format!("{tag}-node{n}.toml"));

@@ -48,7 +48,8 @@ if tonumber(ARGV[7]) > 0 then
   local se, sp = s_open(app, kind, room, uid)
   out[4], out[5] = se, sp
   if ARGV[8] ~= '' then
-    for _, x in ipairs(s_resume(app, kind, room, uid, se, sp, ARGV[8], tonumber(ARGV[9]))) do
+    local wmsgs = tonumber(ARGV[7])
+    for _, x in ipairs(s_resume(app, kind, room, uid, se, sp, ARGV[8], tonumber(ARGV[9]), wmsgs)) do
       out[#out + 1] = x
     end
   end

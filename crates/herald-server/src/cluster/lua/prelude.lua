@@ -8,8 +8,10 @@
 --   herald:{<app>}:rate          zset  admitted calls of the last second (score: µs)
 -- With recovery on (window_messages > 0; every node of a cluster must agree), each login's and
 -- membership's stream (<kind> L or M, <room> empty for a login):
---   herald:{<app>}:s:<kind>:<room>:<uid>  hash    e: epoch, p: last position
---   herald:{<app>}:w:<kind>:<room>:<uid>  list    ids of the messages at the last positions
+--   herald:{<app>}:s:<kind>:<room>:<uid>  hash    e: epoch, b: positions trimmed off the list
+--   herald:{<app>}:w:<kind>:<room>:<uid>  list    ids of the messages at positions b+1.. (the
+--                                                 last position is b + its length; trimmed to
+--                                                 window_messages once an eighth longer)
 --   herald:{<app>}:m:<id>                 string  "<flags>\n<accepted µs>\n<body>", for window_ms
 --   herald:{<app>}:held:<room>            zset    uid -> until (ms): members whose streams are held
 --   herald:mseq                           counter of message ids
@@ -103,11 +105,11 @@ local function s_open(app, kind, room, uid)
   if e then
     redis.call('PERSIST', sk)
     redis.call('PERSIST', wk)
-    return e, tonumber(redis.call('HGET', sk, 'p'))
+    return e, tonumber(redis.call('HGET', sk, 'b')) + redis.call('LLEN', wk)
   end
   e = new_epoch()
   redis.call('DEL', wk)
-  redis.call('HSET', sk, 'e', e, 'p', 0)
+  redis.call('HSET', sk, 'e', e, 'b', 0)
   return e, 0
 end
 -- The end of a registration: the stream is held for keep_ms (its connection was lost), or
@@ -129,11 +131,12 @@ local function s_end(app, kind, room, uid, keep_ms)
 end
 -- What a resume from (re, rp) replays: {1, messages...} (each "<flags>\n<accepted>\n<body>",
 -- positions rp+1..p), or {0} if any of it is not kept (another epoch, a position the stream
--- never had, trimmed, or older than the window).
-local function s_resume(app, kind, room, uid, e, p, re, rp)
+-- never had, more than wmsgs, trimmed, or older than the window).
+local function s_resume(app, kind, room, uid, e, p, re, rp, wmsgs)
   if re ~= e or rp > p then return {0} end
   local missed = p - rp
   if missed == 0 then return {1} end
+  if missed > wmsgs then return {0} end
   local wk = wkey(app, kind, room, uid)
   if missed > redis.call('LLEN', wk) then return {0} end
   local ids = redis.call('LRANGE', wk, -missed, -1)
@@ -153,19 +156,22 @@ end
 -- Returns "<uid>:<epoch>:<position>", or nil if uid has no stream.
 local function s_append(ctx, uid, make)
   local sk, wk = skey(ctx.app, ctx.kind, ctx.room, uid), wkey(ctx.app, ctx.kind, ctx.room, uid)
-  local e = redis.call('HGET', sk, 'e')
+  local eb = redis.call('HMGET', sk, 'e', 'b')
+  local e, b = eb[1], tonumber(eb[2])
   if not e then
     if not make then return nil end
-    e = s_open(ctx.app, ctx.kind, ctx.room, uid)
+    e, b = s_open(ctx.app, ctx.kind, ctx.room, uid)
   end
   if not ctx.mid then
     ctx.mid = redis.call('INCR', P .. 'mseq')
     redis.call('SET', mkey(ctx.app, ctx.mid), ctx.meta .. ctx.body, 'PX', ctx.wms)
   end
-  local p = redis.call('HINCRBY', sk, 'p', 1)
+  -- Two commands per recipient, most of the time: the position is the list's length past b.
   local n = redis.call('RPUSH', wk, ctx.mid)
-  if n > ctx.wmsgs then
+  local p = b + n
+  if n > ctx.wmsgs + math.floor(ctx.wmsgs / 8) then
     redis.call('LTRIM', wk, -ctx.wmsgs, -1)
+    redis.call('HINCRBY', sk, 'b', n - ctx.wmsgs)
   elseif n == 1 then
     -- A held stream's first message: the list expires with the stream.
     local t = redis.call('PTTL', sk)
