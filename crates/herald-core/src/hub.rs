@@ -496,15 +496,22 @@ struct AppState {
     pending_members: HashMap<RoomId, HashMap<UserId, Vec<Pending>>>,
 }
 
-/// A login or membership between its claim in a cluster (streams in Redis) and its commit here.
-/// Messages published after the claim may reach this node first; they are kept here, in the
-/// order they came (their positions' order), for the commit to queue after the claimed position.
+/// A login or membership between its claim in a cluster and its commit here. Messages published
+/// after the claim (streams in Redis) may reach this node first; they are kept here, in the order
+/// they came (their positions' order), for the commit to queue after the claimed position. So are
+/// the room's presence notices from other nodes, for the joiner to hear after the claim's list of
+/// members.
 struct Pending {
     session: SessionId,
     kept: Vec<(StreamPos, Delivery, Timestamp)>,
     /// More came than a window holds: none is queued, and a resume is answered `recovered: false`.
     overflowed: bool,
+    /// Who joined (`None`) or left (the reason) the room on other nodes meanwhile, in order.
+    presence: Vec<(String, Option<i32>)>,
 }
+
+/// Presence notices kept for one pending join, at most (a room's churn during one claim).
+const MAX_PENDING_PRESENCE: usize = 65_536;
 
 impl Pending {
     fn keep(&mut self, pos: StreamPos, delivery: &Delivery, accepted: Timestamp, w: &Window) {
@@ -650,12 +657,18 @@ impl Hub {
         )
     }
 
-    /// Called by a cluster that keeps streams in Redis before it claims a login (`room` `None`)
-    /// or membership for `session`: from now on what arrives for it is kept until the commit
-    /// ([`Hub::commit_login`], [`Hub::commit_join`]: they queue what follows the claimed
-    /// position), or until the connection ends. Does nothing otherwise.
+    /// Called by a cluster before it claims a login (`room` `None`) or membership for
+    /// `session`: from now on what arrives for it is kept until the commit ([`Hub::commit_login`],
+    /// [`Hub::commit_join`]: they queue what follows the claimed position, and tell the joiner
+    /// who joined or left the room meanwhile), or until the connection ends. Messages are kept
+    /// only with streams in the cluster; for a login there is nothing else to keep, so a login
+    /// reserves nothing without them. Does nothing on a single node.
     pub fn reserve(&self, app: &str, session: SessionId, room: Option<&RoomId>, uid: &UserId) {
-        let Some(hub) = self.apps.get(app).filter(|_| self.streams_in_cluster()) else {
+        let wanted = match room {
+            None => self.streams_in_cluster(),
+            Some(_) => self.clustered,
+        };
+        let Some(hub) = self.apps.get(app).filter(|_| wanted) else {
             return;
         };
         let mut st = hub.state.lock();
@@ -667,6 +680,7 @@ impl Hub {
             session,
             kept: Vec::new(),
             overflowed: false,
+            presence: Vec::new(),
         });
     }
 
@@ -955,7 +969,7 @@ impl Hub {
         };
         let mut st = hub.state.lock();
         let st = &mut *st;
-        let pending = match &checked {
+        let mut pending = match &checked {
             Ok(t) if !st.pending_members.is_empty() => {
                 let lists = st.pending_members.get_mut(&t.room);
                 let p = lists.and_then(|lists| take_pending(lists, &t.uid, session));
@@ -970,6 +984,10 @@ impl Hub {
             }
             _ => None,
         };
+        let news_meanwhile = pending
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.presence))
+            .unwrap_or_default();
         let Some(me) = st.sessions.get(&session) else {
             return room_state::JOIN_ROOM_FAILED;
         };
@@ -1045,11 +1063,36 @@ impl Hub {
                     let remote = elsewhere
                         .iter()
                         .filter(|o| **o != u && !members.contains_key(*o));
+                    let mut told = std::collections::HashSet::new();
                     for other in remote {
+                        told.insert(other.as_str());
                         outbox.event(&Event::UserJoined {
                             room_id: r.to_string(),
                             uid: other.to_string(),
                         });
+                    }
+                    // What other nodes said after the claim's list, in order: a member who
+                    // joined elsewhere meanwhile is heard of once, one who left is heard leaving.
+                    for (other, left) in &news_meanwhile {
+                        if *other == u.as_str() || members.contains_key(other.as_str()) {
+                            continue;
+                        }
+                        match left {
+                            None if told.insert(other.as_str()) => {
+                                outbox.event(&Event::UserJoined {
+                                    room_id: r.to_string(),
+                                    uid: other.clone(),
+                                });
+                            }
+                            Some(reason) if told.remove(other.as_str()) => {
+                                outbox.event(&Event::UserLeave {
+                                    room_id: r.to_string(),
+                                    uid: other.clone(),
+                                    reason: *reason,
+                                });
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 if let Some((old_session, _)) = replaced {
@@ -1282,11 +1325,10 @@ impl Hub {
         }
     }
 
-    /// The stream of a login or membership that ended, if it is to be held for recovery: only
-    /// when its connection was lost (a user who left, was kicked or whose token expired has
-    /// nothing to come back to), and only on a single node: in a cluster, messages for a user
-    /// with no connection are not routed to any node, so a stream held here could not tell a
-    /// resume what it missed.
+    /// The stream of a login or membership that ended, if it is to be held here for recovery:
+    /// only when its connection was lost (a user who left, was kicked or whose token expired has
+    /// nothing to come back to), and only on a single node: a cluster holds it in Redis (the
+    /// directory is told), where any node can resume it.
     fn hold(&self, stream: Stream, why: Departure, now: Timestamp) -> Option<Held> {
         (self.holds_streams(why) && !self.clustered).then_some(Held { stream, since: now })
     }
@@ -2223,7 +2265,20 @@ impl Hub {
         if !hub.spec.presence_events {
             return;
         }
-        let st = hub.state.lock();
+        let mut st = hub.state.lock();
+        // A join of this room between its claim and its commit hears of it after the claim's list.
+        if let Some(waiting) = st.pending_members.get_mut(room) {
+            for (joiner, claims) in waiting.iter_mut() {
+                if joiner.as_str() == uid {
+                    continue;
+                }
+                for p in claims.iter_mut() {
+                    if p.presence.len() < MAX_PENDING_PRESENCE {
+                        p.presence.push((uid.to_owned(), left));
+                    }
+                }
+            }
+        }
         let Some(members) = st.rooms.get(room) else {
             return;
         };

@@ -894,3 +894,75 @@ fn room_tokens_warn_renew_and_expire() {
     assert_eq!(hub.token_deadline(APP, a), None);
     assert!(log.0.lock().contains(&"leave r a TokenExpired".to_owned()));
 }
+
+/// A join claimed in a cluster hears, after the claim's list of members elsewhere, of who joined
+/// or left on other nodes between its claim and its commit: the notices reached this node before
+/// the joiner was a member, and would otherwise be lost.
+#[test]
+fn a_join_hears_of_presence_that_arrived_between_its_claim_and_its_commit() {
+    use herald_core::hub::{Claim, NoDirectory, NoHooks};
+    use herald_core::relay::NodeMessage;
+    let registry = Registry::new(vec![spec(APP, 500, true)]).unwrap();
+    let hub = Hub::clustered(&registry, Arc::new(NoHooks), Arc::new(NoDirectory));
+    let (id, rec) = connect(&hub);
+    let t = hub.prepare_join(APP, id, "r", "bob", &token(APP, "r", "bob", 0), None, now());
+    hub.reserve(APP, id, Some(&room("r")), &uid("bob"));
+    let notice = |who: &str, left: Option<i32>| match left {
+        None => NodeMessage::Joined {
+            app: APP.into(),
+            room: "r".into(),
+            uid: who.into(),
+        },
+        Some(reason) => NodeMessage::Left {
+            app: APP.into(),
+            room: "r".into(),
+            uid: who.into(),
+            reason,
+        },
+    };
+    // carol joined elsewhere after bob's claim; dave, whom the claim listed, left; erin joined
+    // and left; a notice about bob himself is not his to hear.
+    for (who, left) in [
+        ("carol", None),
+        ("dave", Some(1)),
+        ("erin", None),
+        ("erin", Some(0)),
+        ("bob", None),
+    ] {
+        hub.apply(&notice(who, left), now(), |_, _, _| {});
+    }
+    assert!(rec.take().is_empty(), "nothing before the answer");
+    let claim = Claim {
+        version: 3,
+        ..Claim::default()
+    };
+    let code = hub.commit_join(APP, id, "r", "bob", t, claim, &[uid("dave")], now());
+    assert_eq!(code, 0);
+    let joined = |u: &str| Event::UserJoined {
+        room_id: "r".into(),
+        uid: u.into(),
+    };
+    let left = |u: &str, reason| Event::UserLeave {
+        room_id: "r".into(),
+        uid: u.into(),
+        reason,
+    };
+    let got = events(&rec);
+    assert!(
+        matches!(&got[0], Event::RoomStateChanged { state: 0, .. }),
+        "{got:?}"
+    );
+    assert_eq!(
+        got[1..],
+        [
+            joined("dave"),
+            joined("carol"),
+            left("dave", 1),
+            joined("erin"),
+            left("erin", 0)
+        ]
+    );
+    // Once a member, notices reach bob directly; nothing is kept for him any more.
+    hub.apply(&notice("frank", None), now(), |_, _, _| {});
+    assert_eq!(events(&rec), [joined("frank")]);
+}

@@ -171,7 +171,7 @@ impl Metrics {
         );
         gauge(
             "herald_held_streams",
-            "Streams of logins and memberships whose connection was lost, kept for recovery.",
+            "Streams of logins and memberships whose connection was lost, kept for recovery here (a cluster keeps them in Redis).",
             stats.held_streams,
         );
         let mut counter = |name: &str, help: &str, v: u64| {

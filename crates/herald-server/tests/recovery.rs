@@ -4,57 +4,18 @@
 //! resumes; recovery off. (Across nodes: `tests/cluster.rs`.)
 
 mod common;
-
-use std::net::SocketAddr;
+#[path = "common/proxy.rs"]
+mod proxy;
+#[path = "common/sdk.rs"]
+mod sdk;
 
 use common::*;
-use herald_client::{connect_with, ConnectOptions, Engine, Event, EventStream, Recovery};
+use herald_client::{Event, Recovery};
 use herald_server::config::Config;
 use herald_server::Server;
+use proxy::Proxy;
+use sdk::{drain_until_closed, login_sdk, next_event};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// A TCP proxy in front of `upstream` whose connections can all be cut at once, without a close
-/// frame or FIN from either end reaching the other first.
-struct Proxy {
-    addr: SocketAddr,
-    conns: std::sync::Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let conns = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let held = conns.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    let mut up = TcpStream::connect(upstream).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                });
-                held.lock().push(conn);
-            }
-        });
-        Proxy { addr, conns, task }
-    }
-
-    /// Drops every connection through the proxy, both sides at once.
-    fn cut(&self) {
-        for c in self.conns.lock().drain(..) {
-            c.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.task.abort();
-    }
-}
 
 fn fast_config(extra: &str) -> Config {
     let mut c = quiet(config(extra));
@@ -66,46 +27,6 @@ fn fast_config(extra: &str) -> Config {
 fn unicast(to: &str, text: &str, now: i64) -> Call<'static> {
     let body = json!({"AppId": APP, "From": "srv", "To": to, "Binary": false, "Message": text});
     Call::new("SendUnicast", body, now)
-}
-
-/// Connects through `server` (an address) and logs in as `uid`, resuming from `recovery`.
-async fn login_sdk(
-    server: SocketAddr,
-    uid: &str,
-    recovery: &Recovery,
-    now: i64,
-) -> (Engine, EventStream) {
-    let base = format!("http://{server}");
-    let (engine, mut events) =
-        connect_with(&base, APP, &ConnectOptions::default().recovery(recovery))
-            .await
-            .unwrap();
-    engine.login(&token("", uid, now), uid).await.unwrap();
-    match next_event(&mut events).await {
-        Event::LoginResult { error_code: 0, .. } => {}
-        other => panic!("not logged in: {other:?}"),
-    }
-    (engine, events)
-}
-
-async fn next_event(events: &mut EventStream) -> Event {
-    tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
-        .await
-        .expect("an event in time")
-        .expect("the stream goes on")
-}
-
-/// Reads events until the connection ends, collecting the numbered messages.
-async fn drain_until_closed(events: &mut EventStream, got: &mut Vec<u32>) {
-    loop {
-        match next_event(events).await {
-            Event::UserMessageReceivedOutsideRoom { message, .. } => {
-                got.push(message.parse().unwrap())
-            }
-            Event::ConnectionClosed { .. } => return,
-            _ => {}
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
