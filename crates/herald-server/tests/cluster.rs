@@ -974,6 +974,44 @@ async fn recovery_across_nodes_is_bounded_by_the_window() {
         [(2, "two".into()), (3, "three".into())]
     );
 
+    // While registered, the window is trimmed as messages come (here at every one past two):
+    // positions go on one by one, and a resume after the last two kept still recovers.
+    let texts: Vec<String> = (4..=20).map(|i| format!("m{i}")).collect();
+    for t in &texts {
+        let body = json!({"AppId":APP,"From":"srv","To":"alice","Message":t});
+        ok(
+            if t.len() % 2 == 0 { a } else { b },
+            "SendUnicast",
+            body,
+            now,
+        )
+        .await;
+    }
+    let got = messages(&mut again, texts.len()).await;
+    let want: Vec<(u64, String)> = (4..=20u64).zip(texts.iter().cloned()).collect();
+    assert_eq!(got, want);
+    drop(again);
+    until_no_connections(a).await;
+    let mut again = ws(b, APP).await;
+    send_call(
+        &mut again,
+        login_resuming(json!({"epoch":epoch,"position":18})),
+    )
+    .await;
+    let answer = event(&mut again).await;
+    assert_eq!(
+        (
+            &answer["stream"]["recovered"],
+            &answer["stream"]["replayed"]
+        ),
+        (&json!(true), &json!(2)),
+        "{answer}"
+    );
+    assert_eq!(
+        messages(&mut again, 2).await,
+        [(19, "m19".into()), (20, "m20".into())]
+    );
+
     // A logout forgets the stream: nothing is held, and the next login starts a new epoch.
     send_call(&mut again, json!({"call":"logout"})).await;
     assert_eq!(event(&mut again).await["event"], "onLogout");

@@ -9,7 +9,9 @@ local hk = hkey(app, kind, room)
 local e = entry(app, kind, room, uid)
 local v = redis.call('INCR', P .. 'seq')
 local old = redis.call('HGET', hk, uid)
-redis.call('HSET', hk, uid, me .. '|' .. v)
+local se, sp, sb
+if tonumber(ARGV[7]) > 0 then se, sp, sb = s_open(app, kind, room, uid) end
+redis.call('HSET', hk, uid, regval(me, v, se, sb))
 redis.call('SADD', idx(me), e)
 local took, same = 0, false
 if old then
@@ -44,8 +46,7 @@ if kind == 'M' then
   end
 end
 local out = {v, took, members}
-if tonumber(ARGV[7]) > 0 then
-  local se, sp = s_open(app, kind, room, uid)
+if se then
   out[4], out[5] = se, sp
   if ARGV[8] ~= '' then
     local wmsgs = tonumber(ARGV[7])

@@ -8,10 +8,10 @@ local wmsgs = tonumber(ARGV[8])
 if wmsgs > 0 then
   local ctx = {app = app, kind = kind == 'U' and 'L' or 'M', room = room, meta = ARGV[10],
     body = body, wmsgs = wmsgs, wms = tonumber(ARGV[9])}
-  local uids = {to}
-  if kind == 'B' then uids = s_room(app, room, ARGV[11]) end
+  local uids, vals = {to}, nil
+  if kind == 'B' then uids, vals = s_room(app, room, ARGV[11]) end
   if #uids == 0 then return 1 end
-  local missing, held, forwarded = s_deliver(ctx, me, uids, prefix, false)
+  local _, held, forwarded = s_deliver(ctx, me, uids, prefix, false, vals)
   if kind == 'B' or held + forwarded > 0 then return 1 end
   return 0
 end

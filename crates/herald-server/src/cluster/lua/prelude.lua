@@ -9,6 +9,9 @@
 -- With recovery on (window_messages > 0; every node of a cluster must agree), each login's and
 -- membership's stream (<kind> L or M, <room> empty for a login):
 --   herald:{<app>}:s:<kind>:<room>:<uid>  hash    e: epoch, b: positions trimmed off the list
+--                                                 (while registered, the registration's value
+--                                                 carries both too, so that routing reads them
+--                                                 with the registrations: "<node>|<version>|e|b")
 --   herald:{<app>}:w:<kind>:<room>:<uid>  list    ids of the messages at positions b+1.. (the
 --                                                 last position is b + its length; trimmed to
 --                                                 window_messages once an eighth longer)
@@ -34,10 +37,12 @@ local function alive(node)
   end
   return live[node]
 end
--- "<node>|<version>" -> node, version
+-- A registration's value, "<node>|<version>" (with recovery "|<epoch>|<base>" follows, see
+-- reg_stream) -> node, version
 local function split(v)
   local i = string.find(v, '|', 1, true)
-  return string.sub(v, 1, i - 1), tonumber(string.sub(v, i + 1))
+  local j = string.find(v, '|', i + 1, true)
+  return string.sub(v, 1, i - 1), tonumber(string.sub(v, i + 1, j and j - 1 or -1))
 end
 local function chan(node) return P .. 'n:' .. node end
 local function hkey(app, kind, room)
@@ -91,13 +96,24 @@ local function wkey(app, kind, room, uid)
   return P .. '{' .. app .. '}:w:' .. kind .. ':' .. room .. ':' .. uid
 end
 local function mkey(app, id) return P .. '{' .. app .. '}:m:' .. id end
+-- A registration's value; with a stream (recovery), its epoch and base.
+local function regval(node, version, e, b)
+  if e then return node .. '|' .. num(version) .. '|' .. e .. '|' .. num(b) end
+  return node .. '|' .. num(version)
+end
+-- The stream's epoch and base a registration's value carries, if it does.
+local function reg_stream(v)
+  local e, b = string.match(v, '^[^|]*|[^|]*|([^|]*)|(%d+)$')
+  if not e then return nil end
+  return e, tonumber(b)
+end
 local function heldkey(app, room) return P .. '{' .. app .. '}:held:' .. room end
 -- A new epoch: the Redis clock in ms times 1024, plus a counter, below 2^53 until 2248.
 local function new_epoch()
   return num(now_ms() * 1024 + redis.call('INCR', P .. 'seq') % 1024)
 end
 -- The stream of a login or membership now registered: kept while registered (no expiry),
--- made if there is none. Returns its epoch (a string) and last position.
+-- made if there is none. Returns its epoch (a string), last position and base.
 local function s_open(app, kind, room, uid)
   local sk, wk = skey(app, kind, room, uid), wkey(app, kind, room, uid)
   local e = redis.call('HGET', sk, 'e')
@@ -105,12 +121,13 @@ local function s_open(app, kind, room, uid)
   if e then
     redis.call('PERSIST', sk)
     redis.call('PERSIST', wk)
-    return e, tonumber(redis.call('HGET', sk, 'b')) + redis.call('LLEN', wk)
+    local b = tonumber(redis.call('HGET', sk, 'b'))
+    return e, b + redis.call('LLEN', wk), b
   end
   e = new_epoch()
   redis.call('DEL', wk)
   redis.call('HSET', sk, 'e', e, 'b', 0)
-  return e, 0
+  return e, 0, 0
 end
 -- The end of a registration: the stream is held for keep_ms (its connection was lost), or
 -- forgotten (keep_ms 0: the user left, was kicked, or recovery is off).
@@ -152,48 +169,74 @@ local function s_resume(app, kind, room, uid, e, p, re, rp, wmsgs)
 end
 -- One message for many streams: its body is stored once, on the first append.
 -- ctx: app, kind (L|M), room, meta ("<flags>\n<accepted>\n"), body, wmsgs, wms; mid once stored.
--- Appends to uid's stream; with make, makes the stream if there is none (a registered recipient).
--- Returns "<uid>:<epoch>:<position>", or nil if uid has no stream.
-local function s_append(ctx, uid, make)
-  local sk, wk = skey(ctx.app, ctx.kind, ctx.room, uid), wkey(ctx.app, ctx.kind, ctx.room, uid)
-  local eb = redis.call('HMGET', sk, 'e', 'b')
-  local e, b = eb[1], tonumber(eb[2])
+-- Appends to uid's stream. `v`: uid's registration's value if it is registered on a live node
+-- (then the stream is made if there is none); nil for a recipient that is not (then only an
+-- existing stream, held, takes it). Returns "<uid>:<epoch>:<position>" (nil if uid has no
+-- stream) and the registration's value as it is now.
+local function s_append(ctx, uid, v)
+  if not ctx.wprefix then ctx.wprefix = wkey(ctx.app, ctx.kind, ctx.room, '') end
+  local wk = ctx.wprefix .. uid
+  local sk
+  local e, b
+  if v then e, b = reg_stream(v) end
   if not e then
-    if not make then return nil end
-    e, b = s_open(ctx.app, ctx.kind, ctx.room, uid)
+    sk = skey(ctx.app, ctx.kind, ctx.room, uid)
+    local eb = redis.call('HMGET', sk, 'e', 'b')
+    e, b = eb[1], tonumber(eb[2])
+    if not e then
+      if not v then return nil end
+      local _
+      e, _, b = s_open(ctx.app, ctx.kind, ctx.room, uid)
+    end
+    if v then
+      -- Registered without the stream in its value (made before it was): from now on, it is.
+      local node, version = split(v)
+      v = regval(node, version, e, b)
+      redis.call('HSET', hkey(ctx.app, ctx.kind, ctx.room), uid, v)
+    end
   end
   if not ctx.mid then
     ctx.mid = redis.call('INCR', P .. 'mseq')
     redis.call('SET', mkey(ctx.app, ctx.mid), ctx.meta .. ctx.body, 'PX', ctx.wms)
   end
-  -- Two commands per recipient, most of the time: the position is the list's length past b.
+  -- One command per registered recipient, most of the time: the position is the list's length
+  -- past b, and the registration's value carried e and b.
   local n = redis.call('RPUSH', wk, ctx.mid)
   local p = b + n
   if n > ctx.wmsgs + math.floor(ctx.wmsgs / 8) then
     redis.call('LTRIM', wk, -ctx.wmsgs, -1)
-    redis.call('HINCRBY', sk, 'b', n - ctx.wmsgs)
-  elseif n == 1 then
+    redis.call('HINCRBY', sk or skey(ctx.app, ctx.kind, ctx.room, uid), 'b', n - ctx.wmsgs)
+    if v then
+      local node, version = split(v)
+      v = regval(node, version, e, b + n - ctx.wmsgs)
+      redis.call('HSET', hkey(ctx.app, ctx.kind, ctx.room), uid, v)
+    end
+  elseif n == 1 and not v then
     -- A held stream's first message: the list expires with the stream.
-    local t = redis.call('PTTL', sk)
+    local t = redis.call('PTTL', sk or skey(ctx.app, ctx.kind, ctx.room, uid))
     if t > 0 then redis.call('PEXPIRE', wk, t) end
   end
-  return uid .. ':' .. e .. ':' .. num(p)
+  -- Positions stay far below 10^14, which Lua prints whole.
+  return uid .. ':' .. e .. ':' .. p, v
 end
 -- Delivers one message to uids (logins, or members of ctx.room) at the next position of each
 -- one's stream: one PUBLISH per live node holding recipients (this node too; it delivers what
 -- its channel brings, so each stream's messages arrive in position order). A recipient not
 -- registered on a live node but with a stream is held (its stream keeps the message).
+-- `vals`: the uids' registrations' values (false: none), if the caller has them.
 -- Returns missing, held (counts; with names, lists of uids), forwarded, nodes.
-local function s_deliver(ctx, me, uids, prefix, names)
-  local hk = hkey(ctx.app, ctx.kind, ctx.room)
-  local vals = chunked('HMGET', hk, uids)
+local function s_deliver(ctx, me, uids, prefix, names, vals)
+  vals = vals or chunked('HMGET', hkey(ctx.app, ctx.kind, ctx.room), uids)
   local missing, held, forwarded, per, order = 0, 0, 0, {}, {}
+  -- A recipient named twice takes two positions; its value may have changed in between.
+  local latest = {}
   if names then missing, held = {}, {} end
   for i, u in ipairs(uids) do
-    local v = vals[i]
+    local v = latest[u] or vals[i]
     local n = v and string.sub(v, 1, string.find(v, '|', 1, true) - 1)
     local live = n and alive(n)
-    local at = s_append(ctx, u, live)
+    local at
+    at, latest[u] = s_append(ctx, u, live and v or nil)
     if not at then
       if names then missing[#missing + 1] = u else missing = missing + 1 end
     elseif not live then
@@ -210,16 +253,26 @@ local function s_deliver(ctx, me, uids, prefix, names)
   end
   return missing, held, forwarded, #order
 end
--- The members of a room with a stream, registered or held, but `except`.
+-- The members of a room with a stream, registered or held, but `except`, and their
+-- registrations' values (false for a held one), for s_deliver.
 local function s_room(app, room, except)
-  local out, seen = {}, {}
-  for _, u in ipairs(redis.call('HKEYS', hkey(app, 'M', room))) do
-    if u ~= except then out[#out + 1] = u; seen[u] = true end
+  local out, vals, seen = {}, {}, {}
+  local all = redis.call('HGETALL', hkey(app, 'M', room))
+  for i = 1, #all, 2 do
+    local u = all[i]
+    if u ~= except then
+      out[#out + 1] = u
+      vals[#vals + 1] = all[i + 1]
+      seen[u] = true
+    end
   end
   local hk = heldkey(app, room)
   redis.call('ZREMRANGEBYSCORE', hk, '-inf', now_ms())
   for _, u in ipairs(redis.call('ZRANGE', hk, 0, -1)) do
-    if u ~= except and not seen[u] then out[#out + 1] = u end
+    if u ~= except and not seen[u] then
+      out[#out + 1] = u
+      vals[#vals + 1] = false
+    end
   end
-  return out
+  return out, vals
 end

@@ -14,7 +14,10 @@ if cur then
   if n == me then
     if known ~= 0 and ver ~= known then return 0 end
     redis.call('SADD', idx(me), e)
-    if tonumber(ARGV[7]) > 0 then s_open(app, kind, room, uid) end
+    if tonumber(ARGV[7]) > 0 then
+      local se, _, sb = s_open(app, kind, room, uid)
+      redis.call('HSET', hk, uid, regval(me, ver, se, sb))
+    end
     return ver
   end
   if alive(n) then return -1 end
@@ -22,9 +25,13 @@ if cur then
   if kind == 'M' then rn_add(app, room, n, -1) end
 end
 local v = redis.call('INCR', P .. 'seq')
-redis.call('HSET', hk, uid, me .. '|' .. v)
+local se, sb
+if tonumber(ARGV[7]) > 0 then
+  local _
+  se, _, sb = s_open(app, kind, room, uid)
+end
+redis.call('HSET', hk, uid, regval(me, v, se, sb))
 redis.call('SADD', idx(me), e)
-if tonumber(ARGV[7]) > 0 then s_open(app, kind, room, uid) end
 if kind == 'M' then
   rn_add(app, room, me, 1)
   if not cur then

@@ -27,9 +27,9 @@ local report = lead == 'R\n' or lead == 'A\n'
 if wmsgs > 0 then
   local ctx = {app = app, kind = kind == 'U' and 'L' or 'M', room = room, meta = ARGV[13],
     body = body, wmsgs = wmsgs, wms = tonumber(ARGV[12])}
-  local uids = {}
+  local uids, vals = {}, nil
   if kind == 'B' then
-    uids = s_room(app, room, '')
+    uids, vals = s_room(app, room, '')
   else
     for i = 14, #ARGV do uids[#uids + 1] = ARGV[i] end
   end
@@ -37,7 +37,7 @@ if wmsgs > 0 then
     if kind == 'B' then return {'ok', 0, 0, report and {} or 0} end
     return {'ok', {}, report and {} or 0, 0, 0, report and {} or 0}
   end
-  local missing, held, forwarded, nodes = s_deliver(ctx, me, uids, prefix, report)
+  local missing, held, forwarded, nodes = s_deliver(ctx, me, uids, prefix, report, vals)
   if kind == 'B' then return {'ok', 0, nodes, held} end
   return {'ok', {}, missing, forwarded, nodes, held}
 end
