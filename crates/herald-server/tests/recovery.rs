@@ -14,7 +14,7 @@ use herald_client::{Event, Recovery};
 use herald_server::config::Config;
 use herald_server::Server;
 use proxy::Proxy;
-use sdk::{drain_until_closed, login_sdk, next_event};
+use sdk::{cut_three_times_while_sending, login_sdk, next_event};
 use serde_json::json;
 
 fn fast_config(extra: &str) -> Config {
@@ -31,71 +31,9 @@ fn unicast(to: &str, text: &str, now: i64) -> Call<'static> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_mid_stream_resume_with_nothing_lost_or_repeated() {
-    const TOTAL: u32 = 1_500;
     let server = start(fast_config("")).await;
-    let addr = server.local_addr();
-    let proxy = Proxy::start(addr).await;
-    let now = system_now();
-    let recovery = Recovery::default();
-    let (engine, mut events) = login_sdk(proxy.addr, "alice", &recovery, now).await;
-    // Engines are kept: dropping one would close its connection cleanly, which is not the test.
-    let mut engines = vec![engine];
-
-    // The business server sends 1..=TOTAL, one call after another, the whole time.
-    let sender = tokio::spawn(async move {
-        for n in 1..=TOTAL {
-            let r = unicast("alice", &n.to_string(), now).send(addr).await;
-            assert_eq!(r.status, 200, "{:?}", r.body);
-        }
-    });
-
-    // Three times: read a while, then the network goes; come back at once, or after a pause.
-    let mut got = Vec::new();
-    let mut recoveries = Vec::new();
-    for (round, cut_at) in [150u32, 500, 900].into_iter().enumerate() {
-        while got.len() < cut_at as usize {
-            if let Event::UserMessageReceivedOutsideRoom { message, .. } =
-                next_event(&mut events).await
-            {
-                got.push(message.parse().unwrap());
-            }
-        }
-        proxy.cut();
-        // What the SDK read before the cut is still on the stream, then the close.
-        drain_until_closed(&mut events, &mut got).await;
-        if round == 1 {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        }
-        let (engine, ev) = login_sdk(proxy.addr, "alice", &recovery, now).await;
-        engines.push(engine);
-        events = ev;
-        match next_event(&mut events).await {
-            Event::Recovery {
-                room_id,
-                recovered,
-                replayed,
-                ..
-            } => {
-                assert_eq!(room_id, "");
-                recoveries.push((recovered, replayed));
-            }
-            other => panic!("expected onRecovery first, got {other:?}"),
-        }
-    }
-    sender.await.unwrap();
-    while got.len() < TOTAL as usize {
-        match next_event(&mut events).await {
-            Event::UserMessageReceivedOutsideRoom { message, .. } => {
-                got.push(message.parse().unwrap())
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert!(recoveries.iter().all(|(ok, _)| *ok), "{recoveries:?}");
-    // Every message once, in the order sent: nothing lost, nothing twice.
-    assert_eq!(got, (1..=TOTAL).collect::<Vec<_>>());
-    // The pause let messages pile up for the held stream: they came back by replay.
-    assert!(recoveries[1].1 > 0, "{recoveries:?}");
+    let proxy = Proxy::start(server.local_addr()).await;
+    cut_three_times_while_sending(&[proxy], vec![server.local_addr()], system_now()).await;
 }
 
 #[tokio::test]
