@@ -527,19 +527,30 @@ impl Pending {
     }
 }
 
-/// Takes `session`'s pending claim out of `lists` (keyed by user), forgetting an emptied list.
-fn take_pending(
-    lists: &mut HashMap<UserId, Vec<Pending>>,
-    uid: &UserId,
-    session: SessionId,
-) -> Option<Pending> {
-    let list = lists.get_mut(uid)?;
-    let i = list.iter().position(|p| p.session == session)?;
-    let p = list.swap_remove(i);
-    if list.is_empty() {
-        lists.remove(uid);
+impl AppState {
+    /// Takes `session`'s pending claim of `uid`'s login (`room` `None`) or membership out,
+    /// forgetting what it empties.
+    fn take_pending(
+        &mut self,
+        room: Option<&RoomId>,
+        uid: &UserId,
+        session: SessionId,
+    ) -> Option<Pending> {
+        let lists = match room {
+            None => &mut self.pending_logins,
+            Some(r) => self.pending_members.get_mut(r)?,
+        };
+        let list = lists.get_mut(uid)?;
+        let i = list.iter().position(|p| p.session == session)?;
+        let p = list.swap_remove(i);
+        if list.is_empty() {
+            lists.remove(uid);
+            if let Some(r) = room.filter(|_| lists.is_empty()) {
+                self.pending_members.remove(r);
+            }
+        }
+        Some(p)
     }
-    Some(p)
 }
 
 struct AppHub {
@@ -803,10 +814,8 @@ impl Hub {
         let mut st = hub.state.lock();
         let st = &mut *st;
         let pending = match &checked {
-            Ok(t) if !st.pending_logins.is_empty() => {
-                take_pending(&mut st.pending_logins, &t.uid, session)
-            }
-            _ => None,
+            Ok(t) => st.take_pending(None, &t.uid, session),
+            Err(_) => None,
         };
         let Some(me) = st.sessions.get(&session) else {
             return login_error::SERVER_ERROR;
@@ -970,19 +979,8 @@ impl Hub {
         let mut st = hub.state.lock();
         let st = &mut *st;
         let mut pending = match &checked {
-            Ok(t) if !st.pending_members.is_empty() => {
-                let lists = st.pending_members.get_mut(&t.room);
-                let p = lists.and_then(|lists| take_pending(lists, &t.uid, session));
-                if st
-                    .pending_members
-                    .get(&t.room)
-                    .is_some_and(HashMap::is_empty)
-                {
-                    st.pending_members.remove(&t.room);
-                }
-                p
-            }
-            _ => None,
+            Ok(t) => st.take_pending(Some(&t.room), &t.uid, session),
+            Err(_) => None,
         };
         let news_meanwhile = pending
             .as_mut()
@@ -1688,15 +1686,15 @@ impl Hub {
         };
         let mut st = hub.state.lock();
         let st = &mut *st;
-        let held = match &f.room {
+        let here = match &f.room {
             None => Some(&st.logins),
             Some(r) => st.rooms.get(r),
         };
         let queue =
             |m: &Member| matches!(m.outbox.message(&f.delivery, None, now), Offer::Queued(_));
         match &f.to {
-            Some(to) => held.and_then(|h| h.get(to)).is_some_and(queue),
-            None => held
+            Some(to) => here.and_then(|h| h.get(to)).is_some_and(queue),
+            None => here
                 .into_iter()
                 .flatten()
                 .filter(|(uid, _)| **uid != f.from)
