@@ -2143,16 +2143,9 @@ impl Hub {
                     Addressees::Users(u) => u.iter().filter_map(|u| UserId::new(u).ok()).collect(),
                     Addressees::Room | Addressees::Streams(_) => Vec::new(),
                 };
-                let stamped: Vec<(UserId, StreamPos)> = match to {
-                    Addressees::Streams(list) => list
-                        .iter()
-                        .filter_map(|(u, pos)| Some((UserId::new(u).ok()?, *pos)))
-                        .collect(),
-                    _ => Vec::new(),
-                };
                 let to = match (to, &room) {
-                    (Addressees::Streams(_), r) if r.is_some() == named_room => {
-                        Recipients::Stamped(r.as_ref(), &stamped)
+                    (Addressees::Streams(list), r) if r.is_some() == named_room => {
+                        Recipients::Stamped(r.as_ref(), list)
                     }
                     (Addressees::Streams(_), _) => return Summary::default(),
                     (Addressees::Room, Some(r)) => {

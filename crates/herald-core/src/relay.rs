@@ -28,6 +28,7 @@
 
 use bytes::Bytes;
 use herald_proto::client::{Delivery, StreamPos};
+use herald_proto::ids::UserId;
 
 use crate::hub::Outcome;
 use crate::time::Timestamp;
@@ -41,7 +42,7 @@ pub enum Addressees {
     Room,
     /// These users (logins, or members of the room), each at its position in its stream: the
     /// cluster's Redis keeps the streams when recovery is on.
-    Streams(Vec<(String, StreamPos)>),
+    Streams(Vec<(UserId, StreamPos)>),
 }
 
 /// The longest a reported delivery may wait for acks, in milliseconds (the OpenAPI's bound on
@@ -176,8 +177,9 @@ pub fn deliver_prefix(
     out.into_bytes()
 }
 
-/// `uid:epoch:position`.
-fn stamped(s: &str) -> Result<(String, StreamPos), Malformed> {
+/// `uid:epoch:position`, parsed once into the ids the hub looks recipients up by; `None` for a uid
+/// that is not a valid id (no recipient could have it: skipped).
+fn stamped(s: &str) -> Result<Option<(UserId, StreamPos)>, Malformed> {
     let mut parts = s.splitn(3, ':');
     let (Some(uid), Some(epoch), Some(position)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -187,7 +189,7 @@ fn stamped(s: &str) -> Result<(String, StreamPos), Malformed> {
         epoch: epoch.parse().map_err(|_| Malformed("epoch"))?,
         position: position.parse().map_err(|_| Malformed("position"))?,
     };
-    Ok((uid.to_owned(), pos))
+    Ok(UserId::new(uid).ok().map(|uid| (uid, pos)))
 }
 
 /// The letter of an outcome in an `O` message.
@@ -373,7 +375,8 @@ pub fn decode(data: &Bytes) -> Result<NodeMessage, Malformed> {
                 "*" => Addressees::Room,
                 "" => Addressees::Users(Vec::new()),
                 list if list.contains(':') => {
-                    Addressees::Streams(list.split(',').map(stamped).collect::<Result<_, _>>()?)
+                    let list = list.split(',').filter_map(|s| stamped(s).transpose());
+                    Addressees::Streams(list.collect::<Result<_, _>>()?)
                 }
                 list => Addressees::Users(list.split(',').map(str::to_owned).collect()),
             };
@@ -492,8 +495,8 @@ mod tests {
             room: "r1".into(),
             except: "me".into(),
             to: Addressees::Streams(vec![
-                ("u1".into(), at(1_843_000_000_000_007, 1)),
-                ("u.2@x".into(), at(9, 123_456_789)),
+                (UserId::new("u1").unwrap(), at(1_843_000_000_000_007, 1)),
+                (UserId::new("u.2@x").unwrap(), at(9, 123_456_789)),
             ]),
             report: None,
         });

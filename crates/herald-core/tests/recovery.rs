@@ -441,7 +441,7 @@ fn stamped(hub: &Hub, uid: &str, p: u64, text: &str) -> Outcome {
         room: String::new(),
         except: String::new(),
         to: Addressees::Streams(vec![(
-            uid.into(),
+            UserId::new(uid).unwrap(),
             StreamPos {
                 epoch: 77,
                 position: p,
