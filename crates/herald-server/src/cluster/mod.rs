@@ -332,6 +332,51 @@ pub struct Cluster {
     queue: mpsc::Sender<Op>,
     /// Recovery's window: when on, every stream's window is kept in Redis (see `lua/prelude.lua`).
     window: Window,
+    /// The window as the scripts take it, formatted once.
+    window_args: WindowArgs,
+}
+
+/// The scripts' recovery arguments (`lua/prelude.lua`), formatted once at start.
+struct WindowArgs {
+    /// `window_messages` (0: recovery off).
+    messages: String,
+    /// `window_ms`.
+    ms: String,
+    /// `keep_ms` for a registration whose connection was lost: how long its stream is held.
+    keep_held: String,
+    /// `keep_ms` for one that ended on purpose: 0, its stream is forgotten.
+    keep_ended: String,
+}
+
+impl WindowArgs {
+    fn new(w: &Window) -> Self {
+        let ms = (w.max_age_us / 1000).max(1).to_string();
+        // -1: recovery off, the scripts touch no stream.
+        let (keep_held, keep_ended) = match w.enabled() {
+            true => (ms.clone(), "0".to_owned()),
+            false => ("-1".to_owned(), "-1".to_owned()),
+        };
+        WindowArgs {
+            messages: w.messages.to_string(),
+            ms,
+            keep_held,
+            keep_ended,
+        }
+    }
+
+    /// `keep_ms` for a registration that ends (`held`: its connection was lost).
+    fn keep(&self, held: bool) -> &str {
+        if held {
+            &self.keep_held
+        } else {
+            &self.keep_ended
+        }
+    }
+}
+
+/// The meta a message's stored body starts with in Redis (`<flags>\n<accepted µs>\n`).
+fn stored_meta(delivery: &Delivery, accepted: Timestamp) -> String {
+    format!("{}\n{}\n", delivery.flags(), accepted.micros())
 }
 
 /// A login or membership to register.
@@ -377,18 +422,9 @@ impl Cluster {
             ops: Mutex::new(Some(rx)),
             queue: tx.clone(),
             window,
+            window_args: WindowArgs::new(&window),
         });
         Ok((cluster, Arc::new(DirectoryQueue { tx, stats })))
-    }
-
-    /// The scripts' `keep_ms` for a registration that ends: -1 with recovery off, else how long
-    /// its stream is held (`held`: the connection was lost) or 0 (forgotten).
-    fn keep_ms(&self, held: bool) -> i64 {
-        match (self.window.enabled(), held) {
-            (false, _) => -1,
-            (true, true) => (self.window.max_age_us / 1000).max(1) as i64,
-            (true, false) => 0,
-        }
     }
 
     /// This node's id.
@@ -610,8 +646,6 @@ impl Cluster {
         let ttl = self.config.node_ttl_ms.to_string();
         let batch = SWEEP_BATCH.to_string();
         let dropped = user_leave_reason::DROPPED.to_string();
-        // A dead node's users lost their connections: their streams are held.
-        let keep = self.keep_ms(true).to_string();
         let v = self
             .call(
                 conn,
@@ -621,7 +655,8 @@ impl Cluster {
                     ttl.as_bytes(),
                     batch.as_bytes(),
                     dropped.as_bytes(),
-                    keep.as_bytes(),
+                    // A dead node's users lost their connections: their streams are held.
+                    self.window_args.keep(true).as_bytes(),
                 ],
             )
             .await
@@ -752,7 +787,7 @@ impl Cluster {
                         .arg(room)
                         .arg(uid)
                         .arg(reg.version())
-                        .arg(self.window.messages)
+                        .arg(&self.window_args.messages)
                         .to_owned(),
                 );
             }
@@ -798,9 +833,6 @@ impl Cluster {
     ) -> Result<(), String> {
         let reason = reason.to_string();
         let below = below.to_string();
-        // Ended while Redis was away, or while being re-registered: its stream is held (the
-        // user may come back), as for a lost connection.
-        let keep = self.keep_ms(true).to_string();
         self.call(
             conn,
             &self.scripts.release,
@@ -813,7 +845,9 @@ impl Cluster {
                 version.as_bytes(),
                 reason.as_bytes(),
                 below.as_bytes(),
-                keep.as_bytes(),
+                // Ended while Redis was away, or while being re-registered: its stream is held
+                // (the user may come back), as for a lost connection.
+                self.window_args.keep(true).as_bytes(),
             ],
         )
         .await
@@ -875,7 +909,7 @@ impl Cluster {
                         .arg(room.as_str())
                         .arg(uid.as_str())
                         .arg(if *want_members { "1" } else { "0" })
-                        .arg(self.window.messages)
+                        .arg(&self.window_args.messages)
                         .arg(resume.map(|r| r.epoch.to_string()).unwrap_or_default())
                         .arg(resume.map_or(0, |r| r.position))
                         .to_owned(),
@@ -896,7 +930,7 @@ impl Cluster {
                         .arg(version.to_string())
                         .arg(reason.to_string())
                         .arg("0")
-                        .arg(self.keep_ms(*held))
+                        .arg(self.window_args.keep(*held))
                         .to_owned(),
                 };
                 pipe.add_command(cmd);
@@ -1094,7 +1128,7 @@ impl Cluster {
             self.node,
             self.rate_seq.fetch_add(1, Relaxed)
         );
-        let (wmsgs, wms, meta) = self.window_args(&delivery, now);
+        let meta = stored_meta(&delivery, now);
         let mut args: Vec<&[u8]> = vec![
             req.app_id.as_str().as_bytes(),
             self.node.as_bytes(),
@@ -1106,8 +1140,8 @@ impl Cluster {
             room_s.as_bytes(),
             &prefix,
             delivery.body(),
-            wmsgs.as_bytes(),
-            wms.as_bytes(),
+            self.window_args.messages.as_bytes(),
+            self.window_args.ms.as_bytes(),
             meta.as_bytes(),
         ];
         args.extend(uids.iter().map(|u| u.as_str().as_bytes()));
@@ -1243,7 +1277,7 @@ impl Cluster {
         };
         let to = f.to.as_ref().map(UserId::as_str).unwrap_or("");
         let prefix = relay::deliver_prefix(app, &f.delivery, now, room, except, None);
-        let (wmsgs, wms, meta) = self.window_args(&f.delivery, now);
+        let meta = stored_meta(&f.delivery, now);
         let v = self
             .call(
                 &mut conn,
@@ -1256,8 +1290,8 @@ impl Cluster {
                     to.as_bytes(),
                     &prefix,
                     f.delivery.body(),
-                    wmsgs.as_bytes(),
-                    wms.as_bytes(),
+                    self.window_args.messages.as_bytes(),
+                    self.window_args.ms.as_bytes(),
                     meta.as_bytes(),
                     except.as_bytes(),
                 ],
@@ -1285,16 +1319,6 @@ impl Cluster {
         for _ in 0..held.max(0) {
             summary.add(Outcome::Held);
         }
-    }
-
-    /// The scripts' recovery arguments for a message: `window_messages`, `window_ms`, and the
-    /// meta (`<flags>\n<accepted µs>\n`) its stored body starts with.
-    fn window_args(&self, delivery: &Delivery, accepted: Timestamp) -> (String, String, String) {
-        (
-            self.window.messages.to_string(),
-            (self.window.max_age_us / 1000).max(1).to_string(),
-            format!("{}\n{}\n", delivery.flags(), accepted.micros()),
-        )
     }
 
     /// Whether `uid` is logged in on any live node.
@@ -1500,11 +1524,7 @@ fn parse_replay(items: &[Value], epoch: u64, from: u64) -> Resumed {
         else {
             return Resumed::Gap;
         };
-        let number = |s: &[u8]| std::str::from_utf8(s).ok()?.parse::<u64>().ok();
-        let (Some(flags), Some(accepted)) = (number(flags), number(accepted)) else {
-            return Resumed::Gap;
-        };
-        let Ok(flags) = u8::try_from(flags) else {
+        let (Some(flags), Some(accepted)) = (field::<u8>(flags), field::<u64>(accepted)) else {
             return Resumed::Gap;
         };
         let delivery = Delivery::from_parts(flags, Bytes::copy_from_slice(body));
@@ -1512,6 +1532,11 @@ fn parse_replay(items: &[Value], epoch: u64, from: u64) -> Resumed {
         replay.push((pos, delivery, Timestamp::from_micros(accepted)));
     }
     Resumed::Replay(replay)
+}
+
+/// A number in a script's answer, given as bytes.
+fn field<T: std::str::FromStr>(s: &[u8]) -> Option<T> {
+    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 fn array(v: Value) -> Vec<Value> {
