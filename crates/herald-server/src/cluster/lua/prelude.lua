@@ -173,6 +173,13 @@ end
 -- (then the stream is made if there is none); nil for a recipient that is not (then only an
 -- existing stream, held, takes it). Returns "<uid>:<epoch>:<position>" (nil if uid has no
 -- stream) and the registration's value as it is now.
+-- Writes uid's registration value `v` again with the stream's epoch and base; returns it.
+local function reg_restream(ctx, uid, v, e, b)
+  local node, version = split(v)
+  v = regval(node, version, e, b)
+  redis.call('HSET', hkey(ctx.app, ctx.kind, ctx.room), uid, v)
+  return v
+end
 local function s_append(ctx, uid, v)
   if not ctx.wprefix then ctx.wprefix = wkey(ctx.app, ctx.kind, ctx.room, '') end
   local wk = ctx.wprefix .. uid
@@ -188,12 +195,8 @@ local function s_append(ctx, uid, v)
       local _
       e, _, b = s_open(ctx.app, ctx.kind, ctx.room, uid)
     end
-    if v then
-      -- Registered without the stream in its value (made before it was): from now on, it is.
-      local node, version = split(v)
-      v = regval(node, version, e, b)
-      redis.call('HSET', hkey(ctx.app, ctx.kind, ctx.room), uid, v)
-    end
+    -- Registered without the stream in its value (made before it was): from now on, it is.
+    if v then v = reg_restream(ctx, uid, v, e, b) end
   end
   if not ctx.mid then
     ctx.mid = redis.call('INCR', P .. 'mseq')
@@ -206,11 +209,7 @@ local function s_append(ctx, uid, v)
   if n > ctx.wmsgs + math.floor(ctx.wmsgs / 8) then
     redis.call('LTRIM', wk, -ctx.wmsgs, -1)
     redis.call('HINCRBY', sk or skey(ctx.app, ctx.kind, ctx.room, uid), 'b', n - ctx.wmsgs)
-    if v then
-      local node, version = split(v)
-      v = regval(node, version, e, b + n - ctx.wmsgs)
-      redis.call('HSET', hkey(ctx.app, ctx.kind, ctx.room), uid, v)
-    end
+    if v then v = reg_restream(ctx, uid, v, e, b + n - ctx.wmsgs) end
   elseif n == 1 and not v then
     -- A held stream's first message: the list expires with the stream.
     local t = redis.call('PTTL', sk or skey(ctx.app, ctx.kind, ctx.room, uid))
