@@ -581,12 +581,35 @@ async fn what_a_node_took_while_redis_was_away_is_reachable_once_ready() {
     );
 }
 
+/// A messaging call of `APP` from `srv` to the node at `addr`, with a delivery report: the report.
+async fn reported(
+    addr: SocketAddr,
+    action: &str,
+    body: serde_json::Value,
+    now: i64,
+) -> serde_json::Value {
+    let header = Some(("X-Herald-Delivery-Report", "true"));
+    let r = messaging_call(action, body, now, header).send(addr).await;
+    report(&r).clone()
+}
+
 /// A delivery report names every recipient's outcome wherever it is connected: the nodes that
 /// hold recipients report back to the node that took the call.
 #[tokio::test]
 async fn delivery_reports_cross_nodes() {
+    delivery_reports_cross_nodes_with("").await;
+}
+
+/// The same with recovery off, where the node that takes a call delivers to its own recipients
+/// directly and reports them itself.
+#[tokio::test]
+async fn delivery_reports_cross_nodes_without_recovery() {
+    delivery_reports_cross_nodes_with("[recovery]\nwindow_messages = 0\n").await;
+}
+
+async fn delivery_reports_cross_nodes_with(extra: &str) {
     let Some(redis) = Redis::start() else { return };
-    let n = nodes(&redis, false, None).await;
+    let n = nodes_with(&redis, false, None, extra).await;
     let (a1, a2, a3) = (n[0].local_addr(), n[1].local_addr(), n[2].local_addr());
     let now = system_now();
     let mut alice = login(a1, "alice", now).await;
@@ -596,16 +619,6 @@ async fn delivery_reports_cross_nodes() {
         join(&mut c, "r", uid, now).await;
         members.push(c);
     }
-    let reported = |addr, action, mut body: serde_json::Value| async move {
-        body["AppId"] = json!(APP);
-        body["From"] = json!("srv");
-        body["Binary"] = json!(false);
-        let mut c = Call::new(action, body, now);
-        c.unsigned.push(("X-Herald-Delivery-Report", "true"));
-        let r = c.send(addr).await;
-        assert_eq!(r.status, 200, "{:?}", r.body);
-        r.body["Result"]["DeliveryReport"].clone()
-    };
     let reached = |rep: &serde_json::Value| -> Vec<String> {
         let mut v: Vec<String> = ["Written", "Queued"]
             .iter()
@@ -621,6 +634,7 @@ async fn delivery_reports_cross_nodes() {
         a3,
         "BatchSendRoomUnicast",
         json!({"RoomId":"r","To":["zed","dave","carol","bob"],"Message":"batch"}),
+        now,
     )
     .await;
     assert_eq!(reached(&rep), ["bob", "carol", "dave"], "{rep}");
@@ -634,14 +648,26 @@ async fn delivery_reports_cross_nodes() {
     }
 
     // On n2, to a login on n1 and to nobody.
-    let rep = reported(a2, "SendUnicast", json!({"To":"alice","Message":"hi"})).await;
+    let rep = reported(a2, "SendUnicast", json!({"To":"alice","Message":"hi"}), now).await;
     assert_eq!(reached(&rep), ["alice"], "{rep}");
     assert_eq!(text_message(&mut alice).await, "hi");
-    let rep = reported(a2, "SendUnicast", json!({"To":"nobody","Message":"hi"})).await;
+    let rep = reported(
+        a2,
+        "SendUnicast",
+        json!({"To":"nobody","Message":"hi"}),
+        now,
+    )
+    .await;
     assert_eq!(rep["NotOnline"], json!(["nobody"]));
 
     // A broadcast on n2 names the members of every node.
-    let rep = reported(a2, "SendBroadcast", json!({"RoomId":"r","Message":"all"})).await;
+    let rep = reported(
+        a2,
+        "SendBroadcast",
+        json!({"RoomId":"r","Message":"all"}),
+        now,
+    )
+    .await;
     assert_eq!(reached(&rep), ["bob", "carol", "dave"], "{rep}");
     for m in &mut members {
         assert_eq!(text_message(m).await, "all");
@@ -829,15 +855,14 @@ async fn recovery_crosses_nodes() {
     // message to the login, a room unicast, a room broadcast and a client's room message.
     drop(second);
     until_no_connections(b).await;
-    let r = messaging_call(
+    let rep = reported(
+        a,
         "SendUnicast",
         json!({"To":"alice","Message":"four"}),
         now,
-        Some(("X-Herald-Delivery-Report", "true")),
     )
-    .send(a)
     .await;
-    assert_eq!(report(&r)["Held"], json!(["alice"]), "{:?}", r.body);
+    assert_eq!(rep["Held"], json!(["alice"]), "{rep}");
     ok(c, "SendUnicast", unicast("five"), now).await;
     bob.send(Message::Binary(
         frame(SendOp::UserOutsideRoom, 2, "alice", "", "six").encode(),
@@ -986,15 +1011,14 @@ async fn recovery_across_nodes_is_bounded_by_the_window() {
     // A logout forgets the stream: nothing is held, and the next login starts a new epoch.
     send_call(&mut again, json!({"call":"logout"})).await;
     assert_eq!(event(&mut again).await["event"], "onLogout");
-    let r = messaging_call(
+    let rep = reported(
+        b,
         "SendUnicast",
         json!({"To":"alice","Message":"gone"}),
         now,
-        Some(("X-Herald-Delivery-Report", "true")),
     )
-    .send(b)
     .await;
-    assert_eq!(report(&r)["NotOnline"], json!(["alice"]), "{:?}", r.body);
+    assert_eq!(rep["NotOnline"], json!(["alice"]), "{rep}");
     let (_fresh, answer) = alice_resumes(b, json!({"epoch":epoch,"position":3}), now).await;
     assert_eq!(answer["stream"]["recovered"], false, "{answer}");
     assert_ne!(answer["stream"]["epoch"], epoch, "{answer}");
