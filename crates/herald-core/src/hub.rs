@@ -1684,8 +1684,7 @@ impl Hub {
         let Some(hub) = self.apps.get(app).filter(|_| self.streams_in_cluster()) else {
             return false;
         };
-        let mut st = hub.state.lock();
-        let st = &mut *st;
+        let st = hub.state.lock();
         let here = match &f.room {
             None => Some(&st.logins),
             Some(r) => st.rooms.get(r),
